@@ -1,0 +1,190 @@
+"""The main loop and the BQL (util/main-loop.c, system/cpus.c).
+
+The main loop thread polls two AioContexts: ``qemu_aio_context`` (the one
+nested loops such as ``AIO_WAIT_WHILE`` poll) and ``iohandler_ctx`` (polled
+only here, never by a nested loop: the QMP dispatcher and monitor work live
+there).  It holds the BQL except while it blocks.  Both contexts' epoll fds
+sit in one outer selector, so one blocking wait covers both, as glib's
+single poll does in QEMU.
+
+QEMU's globals for this layer live in one :class:`MainLoop` object created by
+``qemu_init_main_loop`` and dropped by ``qemu_main_loop_cleanup``, so each
+test can build a fresh one.
+"""
+
+from __future__ import annotations
+
+import selectors
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Optional
+
+from util.aio import (
+    AioContext,
+    aio_bh_schedule_oneshot,
+    aio_compute_timeout,
+    aio_context_finalize,
+    aio_dispatch,
+    aio_notify,
+    aio_wait_has_waiters,
+    qemu_set_current_aio_context,
+)
+from util.thread import QemuMutex
+from util.trace import trace_event
+
+trace_main_loop_wait = trace_event("main_loop_wait", "timeout")
+trace_bql_handoff = trace_event("bql_handoff", "released")
+
+
+class MainLoop:
+    """The main loop's state: its two contexts, the BQL and its thread."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.bql = QemuMutex("BQL")
+        self.qemu_aio_context = AioContext("qemu_aio_context")
+        self.iohandler_ctx = AioContext("iohandler_ctx")
+        for ctx in (self.qemu_aio_context, self.iohandler_ctx):
+            ctx.home_thread = self.thread
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.qemu_aio_context.fileno(), selectors.EVENT_READ)
+        self.selector.register(self.iohandler_ctx.fileno(), selectors.EVENT_READ)
+
+
+class _Current:
+    loop: Optional[MainLoop] = None
+
+
+_current = _Current()
+
+
+def qemu_init_main_loop() -> MainLoop:
+    """Make the calling thread the main loop thread, holding the BQL."""
+    if _current.loop is not None:
+        raise AssertionError("main loop already initialised")
+    loop = MainLoop()
+    _current.loop = loop
+    qemu_set_current_aio_context(loop.qemu_aio_context)
+    bql_lock()
+    return loop
+
+
+def qemu_main_loop_cleanup() -> None:
+    """Tear the main loop down (the BQL must be held by the caller)."""
+    loop = main_loop()
+    if loop.bql.locked_by_me():
+        bql_unlock()
+    loop.selector.close()
+    _current.loop = None
+    qemu_set_current_aio_context(None)
+    aio_context_finalize(loop.iohandler_ctx)
+    aio_context_finalize(loop.qemu_aio_context)
+
+
+def main_loop() -> MainLoop:
+    loop = _current.loop
+    if loop is None:
+        raise AssertionError("main loop not initialised")
+    return loop
+
+
+def main_loop_initialised() -> bool:
+    return _current.loop is not None
+
+
+def qemu_get_aio_context() -> AioContext:
+    """The main AioContext (qemu_aio_context)."""
+    return main_loop().qemu_aio_context
+
+
+def iohandler_get_aio_context() -> AioContext:
+    """The context only the real main loop polls (iohandler_ctx)."""
+    return main_loop().iohandler_ctx
+
+
+def qemu_in_main_thread() -> bool:
+    loop = _current.loop
+    return loop is not None and loop.thread == threading.get_ident()
+
+
+def qemu_notify_event() -> None:
+    """Wake the main loop (qemu_notify_event)."""
+    aio_notify(main_loop().qemu_aio_context)
+
+
+def main_loop_wait(nonblocking: bool = False) -> bool:
+    """Wait for work on both main contexts, then run it with the BQL held.
+
+    The BQL is dropped only around the blocking wait.  Returns progress.
+    """
+    loop = main_loop()
+    ctxs = (loop.qemu_aio_context, loop.iohandler_ctx)
+    timeout: Optional[float] = 0.0
+    if not nonblocking:
+        for ctx in ctxs:
+            ctx.notify_me = True
+        timeout = _min_timeout(aio_compute_timeout(ctx) for ctx in ctxs)
+    trace_main_loop_wait(timeout)
+    if timeout != 0.0:
+        bql_unlock()
+        trace_bql_handoff(True)
+        try:
+            loop.selector.select(timeout)
+        finally:
+            bql_lock()
+            trace_bql_handoff(False)
+    progress = False
+    for ctx in ctxs:
+        ctx.notify_me = False
+        progress |= aio_dispatch(ctx, ctx.selector.select(0))
+    return progress
+
+
+def _min_timeout(values: Iterator[Optional[float]]) -> Optional[float]:
+    best: Optional[float] = None
+    for v in values:
+        if v is not None and (best is None or v < best):
+            best = v
+    return best
+
+
+def aio_wait_kick() -> None:
+    """Wake an ``AIO_WAIT_WHILE`` in the main loop (schedules a dummy BH)."""
+    if aio_wait_has_waiters():
+        aio_bh_schedule_oneshot(qemu_get_aio_context(), _dummy_bh_cb, None, "aio_wait_kick")
+
+
+def _dummy_bh_cb(opaque: Any) -> None:
+    """Nothing: running it is what makes the waiting poll return."""
+
+
+# ---------------------------------------------------------------- BQL
+
+
+def bql_lock() -> None:
+    """Take the Big QEMU Lock."""
+    main_loop().bql.lock()
+
+
+def bql_unlock() -> None:
+    main_loop().bql.unlock()
+
+
+def bql_locked() -> bool:
+    """True when the calling thread holds the BQL."""
+    loop = _current.loop
+    return loop is not None and loop.bql.locked_by_me()
+
+
+@contextmanager
+def BQL_LOCK_GUARD() -> Iterator[None]:
+    """Hold the BQL for a block unless the caller already does."""
+    if bql_locked():
+        yield
+        return
+    bql_lock()
+    try:
+        yield
+    finally:
+        bql_unlock()

@@ -1,0 +1,195 @@
+"""QEMU's thread primitives (include/qemu/thread.h, util/qemu-thread-posix.c).
+
+``QemuMutex``, ``QemuCond``, ``QemuEvent`` and ``QemuThread``, each with a
+class name.  Every mutex acquisition goes through the lock-order checker
+(util/lockdep.py) and the ``qemu_mutex_*`` trace events, so the checker and the
+tracer see all locking of monitor/, chardev/ and qapi/.  Like QEMU's
+error-checking mutexes they are not recursive and must be unlocked by their
+owner.  Runs in any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Callable, Optional
+
+from util.lockdep import (
+    LockOrderError,
+    acquisition_site,
+    lockdep_acquire,
+    lockdep_acquired,
+    lockdep_release,
+)
+from util.trace import trace_event
+
+trace_qemu_mutex_lock = trace_event("qemu_mutex_lock", "mutex", "file", "line")
+trace_qemu_mutex_locked = trace_event("qemu_mutex_locked", "mutex", "file", "line")
+trace_qemu_mutex_unlock = trace_event("qemu_mutex_unlock", "mutex")
+trace_qemu_mutex_contended = trace_event("qemu_mutex_contended", "mutex", "owner")
+
+
+class QemuMutex:
+    """A non-recursive mutex with a lock class name (``name``)."""
+
+    __slots__ = ("_lock", "name", "owner")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        #: thread ident of the holder, or None.
+        self.owner: Optional[int] = None
+
+    def lock(self) -> None:
+        """Take the mutex, checking the lock order first (qemu_mutex_lock)."""
+        site = acquisition_site()
+        lockdep_acquire(self, site)
+        trace_qemu_mutex_lock(self.name, site.filename, site.lineno)
+        if not self._lock.acquire(blocking=False):
+            trace_qemu_mutex_contended(self.name, self.owner)
+            self._lock.acquire()
+        self.owner = threading.get_ident()
+        lockdep_acquired(self, site)
+        trace_qemu_mutex_locked(self.name, site.filename, site.lineno)
+
+    def trylock(self) -> bool:
+        """Take the mutex if free; never blocks, so never an order violation."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        self.owner = threading.get_ident()
+        lockdep_acquired(self, acquisition_site())
+        return True
+
+    def unlock(self) -> None:
+        """Release; only the owner may (QEMU's error-checking mutex)."""
+        if self.owner != threading.get_ident():
+            raise LockOrderError(f"{self.name} unlocked by a thread that does not own it")
+        lockdep_release(self)
+        self.owner = None
+        trace_qemu_mutex_unlock(self.name)
+        self._lock.release()
+
+    def locked_by_me(self) -> bool:
+        """True when the calling thread holds the mutex."""
+        return self.owner == threading.get_ident()
+
+    def __enter__(self) -> QemuMutex:
+        self.lock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unlock()
+
+    def __repr__(self) -> str:
+        return f"<QemuMutex {self.name}>"
+
+
+def QEMU_LOCK_GUARD(lockable: QemuMutex) -> QemuMutex:
+    """``with QEMU_LOCK_GUARD(m):`` holds ``m`` for the block (lockable.h)."""
+    return lockable
+
+
+class QemuCond:
+    """A condition variable usable with any :class:`QemuMutex`."""
+
+    def __init__(self, name: str = "cond") -> None:
+        self.name = name
+        self._waiters: deque[threading.Lock] = deque()
+        self._guard = threading.Lock()
+
+    def wait(self, mutex: QemuMutex, timeout: Optional[float] = None) -> bool:
+        """Release ``mutex``, wait for a signal, retake ``mutex``.
+
+        Returns False on timeout (qemu_cond_timedwait).
+        """
+        waiter = threading.Lock()
+        waiter.acquire()
+        with self._guard:
+            self._waiters.append(waiter)
+        mutex.unlock()
+        try:
+            got = waiter.acquire(timeout=-1 if timeout is None else timeout)
+        finally:
+            mutex.lock()
+        if not got:
+            with self._guard:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    got = True  # signalled between the timeout and the removal
+        return got
+
+    def signal(self) -> None:
+        """Wake one waiter, if any."""
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()
+
+    def broadcast(self) -> None:
+        """Wake every waiter."""
+        with self._guard:
+            while self._waiters:
+                self._waiters.popleft().release()
+
+
+class QemuEvent:
+    """A manual-reset event (util/event.c): set, reset, wait."""
+
+    def __init__(self, initial: bool = False) -> None:
+        self._event = threading.Event()
+        if initial:
+            self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until set; False if ``timeout`` seconds passed first."""
+        return self._event.wait(timeout)
+
+
+class QemuThread:
+    """A named, joinable thread (qemu_thread_create with QEMU_THREAD_JOINABLE)."""
+
+    def __init__(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
+        self.name = name
+        self._thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def ident(self) -> Optional[int]:
+        return self._thread.ident
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Wait for the thread to finish (qemu_thread_join)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"thread {self.name} did not finish")
+
+    def is_self(self) -> bool:
+        return self._thread.ident == threading.get_ident()
+
+
+def qemu_thread_create(name: str, fn: Callable[..., Any], *args: Any) -> QemuThread:
+    """Start ``fn(*args)`` in a new thread called ``name``."""
+    return QemuThread(name, fn, *args)
+
+
+def qemu_thread_get_name() -> str:
+    """The calling thread's name."""
+    return threading.current_thread().name
+
+
+def qemu_get_thread_id() -> int:
+    """The calling thread's identifier."""
+    return threading.get_ident()
+
+
+class QemuThreadLocal(threading.local):
+    """Thread-local storage (QEMU's ``__thread`` variables)."""
