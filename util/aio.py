@@ -444,8 +444,12 @@ def aio_dispatch(ctx: AioContext, ready: list[tuple[selectors.SelectorKey, int]]
 
 
 def co_schedule_bh_cb(ctx: AioContext) -> None:
-    """Enter every coroutine scheduled into ``ctx`` (async.c)."""
-    while ctx.scheduled_coroutines:
+    """Enter the coroutines scheduled into ``ctx`` before this pass (async.c).
+
+    Ones scheduled while these run wait for the next pass, as QEMU takes the
+    whole list first.
+    """
+    for _ in range(len(ctx.scheduled_coroutines)):
         co = ctx.scheduled_coroutines.popleft()
         trace_aio_co_schedule_bh_cb(ctx.name, co.name)
         co.scheduled.value = None

@@ -1,0 +1,136 @@
+"""The command registry: which commands a monitor can run, and how.
+
+Mirrors ``qapi/qmp-registry.c`` and the declarations of
+``include/qapi/qmp/dispatch.h``, plus ``qmp_command_available()`` from
+``system/qdev-monitor.c`` (taking the machine phase as an argument, because
+qapi/ must not import system/).
+
+Threads: a command list is filled in the main thread before any monitor
+exists.  Afterwards it is read by the main loop (in-band dispatch) and by the
+monitor I/O thread (OOB dispatch); only ``enabled``/``disable_reason`` change,
+from the main loop, as single attribute stores.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from qapi.error import error_setg
+
+#: A marshalled command: takes the request's ``arguments`` dict, returns the
+#: value for ``return`` (``None`` when the schema declares no result) or raises
+#: :class:`~qapi.error.QapiError`.
+QmpCommandFunc = Callable[[dict[str, Any]], Any]
+
+
+class QmpCommandOptions(enum.IntFlag):
+    """How a command may be dispatched (QEMU's ``QmpCommandOptions``)."""
+
+    QCO_NO_OPTIONS = 0
+    QCO_NO_SUCCESS_RESP = 1 << 0
+    QCO_ALLOW_OOB = 1 << 1
+    QCO_ALLOW_PRECONFIG = 1 << 2
+    QCO_COROUTINE = 1 << 3
+
+
+QCO_NO_OPTIONS = QmpCommandOptions.QCO_NO_OPTIONS
+QCO_NO_SUCCESS_RESP = QmpCommandOptions.QCO_NO_SUCCESS_RESP
+QCO_ALLOW_OOB = QmpCommandOptions.QCO_ALLOW_OOB
+QCO_ALLOW_PRECONFIG = QmpCommandOptions.QCO_ALLOW_PRECONFIG
+QCO_COROUTINE = QmpCommandOptions.QCO_COROUTINE
+
+
+class QapiSpecialFeature(enum.IntFlag):
+    """Schema features the dispatcher acts on (``-compat`` policies)."""
+
+    NONE = 0
+    QAPI_DEPRECATED = 1 << 0
+    QAPI_UNSTABLE = 1 << 1
+
+
+@dataclass(eq=False)
+class QmpCommand:
+    name: str
+    fn: QmpCommandFunc
+    options: QmpCommandOptions
+    special_features: QapiSpecialFeature = QapiSpecialFeature.NONE
+    enabled: bool = True
+    disable_reason: Optional[str] = None
+
+
+class QmpCommandList:
+    """An ordered command table (QEMU's ``QTAILQ_HEAD(QmpCommandList, ...)``).
+
+    Order matters: ``query-commands`` reports it reversed.
+    """
+
+    def __init__(self) -> None:
+        self.commands: list[QmpCommand] = []
+
+
+def qmp_register_command(
+    cmds: QmpCommandList,
+    name: str,
+    fn: QmpCommandFunc,
+    options: QmpCommandOptions = QCO_NO_OPTIONS,
+    special_features: QapiSpecialFeature = QapiSpecialFeature.NONE,
+) -> None:
+    """Append a command.  OOB and coroutine commands cannot be combined:
+    an OOB command runs outside coroutine context, in the I/O thread."""
+    assert not (options & QCO_COROUTINE and options & QCO_ALLOW_OOB), name
+    assert qmp_find_command(cmds, name) is None, f"command {name} registered twice"
+    cmds.commands.append(QmpCommand(name, fn, options, special_features))
+
+
+def qmp_find_command(cmds: QmpCommandList, name: str) -> Optional[QmpCommand]:
+    return next((cmd for cmd in cmds.commands if cmd.name == name), None)
+
+
+def _toggle_command(
+    cmds: QmpCommandList, name: str, enabled: bool, disable_reason: Optional[str]
+) -> None:
+    cmd = qmp_find_command(cmds, name)
+    if cmd is not None:
+        cmd.enabled = enabled
+        cmd.disable_reason = disable_reason
+
+
+def qmp_disable_command(
+    cmds: QmpCommandList, name: str, disable_reason: Optional[str] = None
+) -> None:
+    """Make ``name`` fail with CommandNotFound; the reason is appended to the
+    message.  Unknown names are ignored, as in QEMU."""
+    _toggle_command(cmds, name, False, disable_reason)
+
+
+def qmp_enable_command(cmds: QmpCommandList, name: str) -> None:
+    _toggle_command(cmds, name, True, None)
+
+
+def qmp_command_is_enabled(cmd: QmpCommand) -> bool:
+    return cmd.enabled
+
+
+def qmp_has_success_response(cmd: QmpCommand) -> bool:
+    return not cmd.options & QCO_NO_SUCCESS_RESP
+
+
+def qmp_command_available(cmd: QmpCommand, machine_ready: bool) -> bool:
+    """Refuse commands that need a finished machine while ``--preconfig`` holds.
+
+    Returns True, or raises the GenericError QEMU 7.2 sends (QEMU returns
+    false with the error set; raising keeps the caller's flow the same).
+    """
+    if not machine_ready and not cmd.options & QCO_ALLOW_PRECONFIG:
+        raise error_setg(
+            "The command '%s' is permitted only after machine initialization has completed",
+            cmd.name,
+        )
+    return True
+
+
+def qmp_for_each_command(cmds: QmpCommandList, fn: Callable[[QmpCommand], None]) -> None:
+    for cmd in list(cmds.commands):
+        fn(cmd)
