@@ -17,6 +17,13 @@ recursion limit is lower.
 
 This module also holds the modified UTF-8 rules of QEMU's
 ``util/unicode.c``, which both the string parser and error texts need.
+
+Facts checked on QEMU 7.2 that the reference notes leave out: Unicode
+noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF) are refused like
+surrogates, raw (``invalid UTF-8 sequence in string``) and escaped
+(``\\uFFFE is not a valid Unicode character``); a raw C0 80 is accepted as
+U+0000 just like ``\\u0000``; a parser message is cut to 1023 bytes (QEMU
+formats it into a 1 KiB buffer), which shows with a long invalid keyword.
 """
 
 from __future__ import annotations

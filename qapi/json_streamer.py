@@ -19,6 +19,22 @@ QEMU behaviour kept, because a client can see it:
   oversized message is read as fresh input and usually yields more errors;
 * ``flush()`` ends the input (QMP monitors never call it).
 
+Where the project's reference notes (``qmp-spec.md`` section 3) are loose,
+this follows QEMU 7.2, checked on a real one:
+
+* the size limit is "bytes of the tokens already queued + this token + 1
+  > 64 MiB": a single +1, not one per token (``[`` + a string of
+  64 MiB - 3 bytes + ``]`` is still accepted; one byte more is not);
+  whitespace never counts;
+* a message also ends when the brace count *or* the bracket count goes
+  negative (``[1}`` ends at the ``}``; some older QEMU only looked at the
+  brackets);
+* the text in ``stray '...'`` is a C string: it ends at a NUL byte (a
+  0x00 byte gives ``stray ''``), and each malformed UTF-8 sequence in it
+  shows as one U+FFFD, however many bytes it has;
+* ``premature EOI`` can only come from ``flush()``, so a QMP client never
+  sees it, and ``Missing value in dict`` cannot happen at all.
+
 Performance: QEMU lexes byte by byte.  Here, whenever the streamer is
 between messages and the next byte opens an object or array, it first asks
 the C scanner of :mod:`json` for the whole value in one call, then proves

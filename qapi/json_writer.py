@@ -16,8 +16,9 @@ Replies must be byte-identical to QEMU's, so the writer copies:
 * strings: ASCII only; ``\\" \\\\ \\b \\f \\n \\r \\t``; every other
   character below 0x20 or from 0x7F up as ``\\uXXXX`` with upper-case hex,
   astral characters as surrogate pairs, ``/`` left alone; what QEMU's
-  modified UTF-8 decoder rejects (lone surrogates, noncharacters) as
-  ``\\uFFFD``;
+  modified UTF-8 decoder rejects as ``\\uFFFD`` -- not only invalid UTF-8,
+  as the reference notes say, but also noncharacters such as U+FFFF
+  (QEMU 7.2 prints ``\\uFFFD`` for them) and lone surrogates;
 * numbers: ``int`` as int64/uint64 text, ``float`` with C's ``%.17g``
   (``inf``, ``-0``, ``0.10000000000000001``).
 

@@ -528,3 +528,30 @@ AIO_WAIT_WHILE_UNLOCKED = AIO_WAIT_WHILE
 def aio_wait_has_waiters() -> bool:
     """True while some thread is inside ``AIO_WAIT_WHILE``."""
     return _aio_wait.num_waiters > 0
+
+
+def run_in_context(ctx: AioContext, fn: Callable[[Any], None], opaque: Any) -> None:
+    """Run ``fn(opaque)`` in ``ctx``'s thread and wait for it to finish.
+
+    Directly when ``ctx`` is the calling thread's context (or has no thread
+    yet); otherwise through a one-shot BH, waiting on an event.  The caller
+    must not hold a lock that ``fn`` or the target thread needs.
+    """
+    if ctx.home_thread is None or ctx.home_thread == threading.get_ident():
+        fn(opaque)
+        return
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def bh(_: Any) -> None:
+        try:
+            fn(opaque)
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    aio_bh_schedule_oneshot(ctx, bh, None, f"run_in_context:{getattr(fn, '__name__', 'fn')}")
+    done.wait()
+    if failure:
+        raise failure[0]

@@ -359,3 +359,10 @@ def test_qdict_keys_of_a_request() -> None:
     request = {"execute": "query-status", "arguments": {}, "id": 1}
     assert qdict_keys(request) == qdict_order(("execute", "arguments", "id"))
     assert set(qdict_keys(request)) == set(request)
+
+
+def test_a_reference_cycle_is_an_error_not_a_hang() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError):
+        to_json(loop)

@@ -1,0 +1,635 @@
+"""The socket backend (chardev/char-socket.c): a UNIX or TCP stream socket,
+as a server that serves one client at a time or as a client that may
+reconnect.
+
+State machine (``state``): DISCONNECTED -> CONNECTING -> CONNECTED ->
+DISCONNECTED.  A server listens while DISCONNECTED and stops accepting while
+a client is connected, so the next client waits in the kernel's backlog
+until the current one leaves.  CHR_EVENT_OPENED is raised when a client is
+set up, CHR_EVENT_CLOSED only for a connection that got OPENED.
+
+Threads:
+
+* the accept, read, hang-up, connect and reconnect callbacks run in the
+  chardev's context; so does closing a connection;
+* writes come from any thread and hold ``chr_write_lock``, which also
+  protects ``state``, ``sock`` and the received fds.  A write that fails
+  while the frontend is not reading tears the connection down under the
+  lock, as QEMU does, but CLOSED is delivered from a bottom half in the
+  chardev's context after the lock is released: a frontend's event handler
+  takes its own locks, which rank before chr_write_lock.
+
+Hang-up: a hung-up UNIX socket (POLLHUP) is noticed even while the frontend
+takes no input, and then the unread input is dropped, as QEMU's HUP source
+(lower priority than the read source) does; while the frontend reads, data
+before the hang-up is always delivered first.  SCM_RIGHTS (UNIX only): each
+message that brings fds replaces (and closes) those kept from before.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import socket
+from array import array
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from chardev.char import (
+    CHR_EVENT_CLOSED,
+    CHR_EVENT_OPENED,
+    QEMU_CHAR_FEATURE_FD_PASS,
+    QEMU_CHAR_FEATURE_RECONNECTABLE,
+    Chardev,
+    chr_info_report,
+    qemu_chr_be_can_write,
+    qemu_chr_be_event,
+    qemu_chr_be_write,
+    qemu_chr_state,
+    type_register,
+)
+from chardev.char_io import CHR_READ_BUF_LEN, G_IO_OUT, WatchFunc, io_channel_send
+from chardev.sockets import (
+    SockAddr,
+    SocketAddress,
+    socket_address_flatten,
+    socket_connect,
+    socket_connect_error,
+    socket_connect_targets,
+    socket_listen,
+    socket_listen_cleanup,
+    socket_local_address,
+)
+from qapi.error import QapiError, error_setg
+from util.error_report import error_report
+from util.osdep import POLLOUT, FdHangupNotifier, qemu_poll_fd
+from util.qemu_option import (
+    QemuOpts,
+    qemu_opt_find,
+    qemu_opt_get,
+    qemu_opt_get_bool,
+    qemu_opt_get_number,
+)
+from util.trace import trace_event
+from util.yank import (
+    chardev_yank_instance,
+    yank_register_function,
+    yank_register_instance,
+    yank_unregister_function,
+    yank_unregister_instance,
+)
+
+trace_chr_socket_poll_err = trace_event("chr_socket_poll_err", "label")
+trace_chr_socket_recv_err = trace_event("chr_socket_recv_err", "label", "err")
+trace_chr_socket_recv_eof = trace_event("chr_socket_recv_eof", "label")
+trace_chr_socket_disconnect = trace_event("chr_socket_disconnect", "label")
+trace_chr_socket_hangup = trace_event("chr_socket_hangup", "label")
+
+#: At most this many fds are taken from one message (TCP_MAX_FDS).
+TCP_MAX_FDS = 16
+
+
+class TCPChardevState(enum.Enum):
+    TCP_CHARDEV_STATE_DISCONNECTED = "disconnected"
+    TCP_CHARDEV_STATE_CONNECTING = "connecting"
+    TCP_CHARDEV_STATE_CONNECTED = "connected"
+
+
+DISCONNECTED = TCPChardevState.TCP_CHARDEV_STATE_DISCONNECTED
+CONNECTING = TCPChardevState.TCP_CHARDEV_STATE_CONNECTING
+CONNECTED = TCPChardevState.TCP_CHARDEV_STATE_CONNECTED
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One accepted or connected client socket and its hang-up notifier."""
+
+    sock: socket.socket
+    fd: int
+    hup: FdHangupNotifier
+    #: whether it reached CONNECTED (CLOSED is raised only then)
+    opened: bool = False
+
+
+@dataclass(eq=False)
+class _Connecting:
+    """A non-blocking connect in progress (QEMU runs it in a thread)."""
+
+    targets: list[tuple[int, SockAddr]]
+    sock: Optional[socket.socket] = None
+    result: Optional[socket.socket] = None
+    error: Optional[str] = None
+
+
+@type_register
+class SocketChardev(Chardev):
+    typename = "chardev-socket"
+    kind = "socket"
+    abstract = False
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        #: protected by chr_write_lock
+        self.state = DISCONNECTED
+        self.conn: Optional[_Conn] = None
+        self.read_msgfds: list[int] = []
+        #: protected by chr_write_lock: connections torn down, to close in the context
+        self.closing: list[_Conn] = []
+        # the rest is used in the chardev's context (or at creation)
+        self.addr: SocketAddress = {}
+        self.is_listen = False
+        self.do_nodelay = False
+        self.reconnect_time_ms = 0
+        self.listener: Optional[socket.socket] = None
+        self.connecting: Optional[_Connecting] = None
+        self.connect_err_reported = False
+        self.registered_yank = False
+        #: the frontend's can_read at the last read poll (tcp_chr_read_poll)
+        self.max_size = 0
+        self.reading = False
+        self.sources.add_bh("tcp_chr_disconnect_bh", self._disconnect_bh)
+        self.sources.add_bh("tcp_chr_connect_done_bh", self._connect_done_bh)
+        self.sources.add_timer(
+            "chardev-socket-reconnect", qemu_chr_state().timer_clock, self._reconnect_timeout
+        )
+
+    # ------------------------------------------------------------ options
+
+    @classmethod
+    def parse(cls, opts: QemuOpts, data: dict[str, Any]) -> None:
+        path, host = qemu_opt_get(opts, "path"), qemu_opt_get(opts, "host")
+        port, fd = qemu_opt_get(opts, "port"), qemu_opt_get(opts, "fd")
+        if (path is not None) + (fd is not None) + (host is not None) > 1:
+            raise error_setg("None or one of 'path', 'fd' or 'host' option required.")
+        if host is not None and port is None:
+            raise error_setg("chardev: socket: no port given")
+        if path is None and host is None:
+            raise error_setg("Unable to parse FD number %s", fd or "")
+        _parse_flags(opts, data)
+        if path is not None:
+            data["addr"] = {"type": "unix", "data": _parse_unix(opts, path)}
+        else:
+            assert host is not None and port is not None
+            data["addr"] = {"type": "inet", "data": _parse_inet(opts, host, port)}
+
+    def open(self, data: dict[str, Any]) -> bool:
+        """qmp_chardev_open_socket: validate, listen or connect; never open yet."""
+        self.is_listen = data.get("server", True)
+        self.do_nodelay = data.get("nodelay", False)
+        if data.get("tls-creds") is not None:
+            raise error_setg("No TLS credentials with id '%s'", data["tls-creds"])
+        self.addr = socket_address_flatten(data["addr"])
+        _validate(data, self.is_listen)
+        self.features.add(QEMU_CHAR_FEATURE_RECONNECTABLE)
+        if self.addr["type"] == "unix":
+            self.features.add(QEMU_CHAR_FEATURE_FD_PASS)
+        if not yank_register_instance(chardev_yank_instance(self.label)):
+            raise error_setg("duplicate yank instance")
+        self.registered_yank = True
+        self._update_disconnected_filename()
+        if self.is_listen:
+            self._open_server(data.get("wait", False))
+        elif data.get("reconnect", 0) > 0:
+            self.reconnect_time_ms = data["reconnect"] * 1000
+            self._connect_client_async()
+        else:
+            self._connect_client_sync()
+        return False
+
+    # ------------------------------------------------------------ filenames
+
+    def _address(self, prefix: str) -> str:
+        """qemu_chr_socket_address: the address with an optional prefix."""
+        server = ",server=on" if self.is_listen else ""
+        a = self.addr
+        if a["type"] == "inet":
+            return f"{prefix}tcp:{a['host']}:{a['port']}{server}"
+        extra = ""
+        if a.get("abstract"):
+            extra = ",abstract=on" + (",tight=on" if a.get("tight") else "")
+        return f"{prefix}unix:{a['path']}{extra}{server}"
+
+    def _update_disconnected_filename(self) -> None:
+        self.filename = self._address("disconnected:")
+
+    def _compute_filename(self, sock: socket.socket) -> str:
+        """QEMU 7.2's qemu_chr_compute_filename (UNIX: the *local* path)."""
+        server = ",server=on" if self.is_listen else ""
+        local = sock.getsockname()
+        if sock.family == socket.AF_UNIX:
+            path = local if isinstance(local, str) and not local.startswith("\0") else ""
+            return f"unix:{path}{server}"
+        peer = sock.getpeername()
+        left, right = ("[", "]") if sock.family == socket.AF_INET6 else ("", "")
+        return (
+            f"tcp:{left}{local[0]}{right}:{local[1]}{server} <-> {left}{peer[0]}{right}:{peer[1]}"
+        )
+
+    # ------------------------------------------------------------ server
+
+    def _open_server(self, wait: bool) -> None:
+        self.listener = socket_listen(self.addr, 1)
+        self.listener.setblocking(False)
+        self.addr = socket_local_address(self.listener, self.addr)
+        self._update_disconnected_filename()
+        if wait:
+            self._accept_server_sync()
+        else:
+            self._listen(True)
+
+    def _listen(self, on: bool) -> None:
+        """Accept clients, or leave them in the backlog (one at a time)."""
+        if self.listener is not None:
+            self.sources.set_reader(self.listener.fileno(), self._tcp_chr_accept if on else None)
+
+    def _accept_server_sync(self) -> None:
+        """wait=on: block the calling thread until the first client comes."""
+        assert self.listener is not None
+        chr_info_report(f"QEMU waiting for connection on: {self.filename}")
+        with self.chr_write_lock:
+            self.state = CONNECTING
+        self.listener.setblocking(True)
+        try:
+            sock, _ = self.listener.accept()
+        finally:
+            self.listener.setblocking(False)
+        self._new_client(sock)
+
+    def _tcp_chr_accept(self) -> None:
+        """The listening socket is readable (context thread)."""
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        with self.chr_write_lock:
+            self.state = CONNECTING
+        self._new_client(sock)
+
+    # ------------------------------------------------------------ client
+
+    def _connect_client_sync(self) -> None:
+        with self.chr_write_lock:
+            self.state = CONNECTING
+        try:
+            sock = socket_connect(self.addr)
+        except QapiError:
+            with self.chr_write_lock:
+                self.state = DISCONNECTED
+            raise
+        self._new_client(sock)
+
+    def _connect_client_async(self) -> None:
+        """Start connecting; the outcome arrives in the chardev's context."""
+        with self.chr_write_lock:
+            self.state = CONNECTING
+        try:
+            self.connecting = _Connecting(socket_connect_targets(self.addr))
+        except QapiError as e:
+            self.connecting = _Connecting([], error=e.desc)
+        self._connect_next(OSError(errno.ECONNREFUSED, "no address"))
+
+    def _connect_next(self, last: OSError) -> None:
+        """Try the next address without blocking (context thread or creation)."""
+        c = self.connecting
+        assert c is not None
+        while c.error is None and c.targets:
+            family, sa = c.targets.pop(0)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(sa)
+            if err == 0:
+                c.result = sock
+                break
+            if err == errno.EINPROGRESS:
+                c.sock = sock
+                self.sources.add_watch(sock.fileno(), G_IO_OUT, self._connect_ready, sock)
+                return
+            sock.close()
+            last = OSError(err, "")
+        if c.result is None and c.error is None:
+            c.error = socket_connect_error(self.addr, last)
+        self.sources.bh_schedule("tcp_chr_connect_done_bh")
+
+    def _connect_ready(self, sock: socket.socket) -> bool:
+        """A non-blocking connect finished (context thread)."""
+        c = self.connecting
+        self.sources.detach(sock.fileno())
+        if c is None or c.sock is not sock:
+            sock.close()
+            return False
+        c.sock = None
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:
+            c.result = sock
+            self.sources.bh_schedule("tcp_chr_connect_done_bh")
+        else:
+            sock.close()
+            self._connect_next(OSError(err, ""))
+        return False
+
+    def _connect_done_bh(self) -> None:
+        """qemu_chr_socket_connected: the async connect succeeded or failed."""
+        c, self.connecting = self.connecting, None
+        if c is None or self.finalized:
+            return
+        if c.result is None:
+            with self.chr_write_lock:
+                self.state = DISCONNECTED
+            self._report_connect_error(c.error or "")
+            return
+        self.connect_err_reported = False
+        self._new_client(c.result)
+
+    def _report_connect_error(self, msg: str) -> None:
+        """Report the first failure of a series, then retry later."""
+        if not self.connect_err_reported:
+            error_report(f"Unable to connect character device {self.label}: {msg}")
+            self.connect_err_reported = True
+        self.sources.timer_mod_ms("chardev-socket-reconnect", self.reconnect_time_ms)
+
+    def _reconnect_timeout(self) -> None:
+        if self.be_open or self.finalized:
+            return
+        self._connect_client_async()
+
+    # ------------------------------------------------------------ connection
+
+    def _new_client(self, sock: socket.socket) -> None:
+        """tcp_chr_new_client: take ``sock`` as the connection and open."""
+        if self.state != CONNECTING:
+            sock.close()
+            return
+        sock.setblocking(False)
+        if self.do_nodelay and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(sock, sock.fileno(), FdHangupNotifier(sock.fileno()))
+        yank_register_function(chardev_yank_instance(self.label), _yank_connection, sock)
+        self._listen(False)
+        self.filename = self._compute_filename(sock)
+        with self.chr_write_lock:
+            self.conn = conn
+            self.state = CONNECTED
+            conn.opened = True
+        self.sources.set_reader(conn.hup.fileno(), self._tcp_chr_hup)
+        self.chr_read_poll_update()
+        qemu_chr_be_event(self, CHR_EVENT_OPENED)
+
+    def chr_update_read_handler(self) -> None:
+        """The context changed: sources moved; re-evaluate input there."""
+        self.sources.bh_schedule("chr_input")
+
+    def chr_read_poll_update(self) -> None:
+        """tcp_chr_read_poll + the read watch: read only while the frontend wants."""
+        conn = self.conn
+        if conn is None or self.state != CONNECTED:
+            return
+        self.max_size = 0 if self.pending else qemu_chr_be_can_write(self)
+        self.reading = self.max_size > 0
+        self.sources.set_reader(conn.fd, self._tcp_chr_read if self.reading else None)
+
+    def _tcp_chr_read(self) -> None:
+        """The connection is readable (context thread)."""
+        conn = self.conn
+        if conn is None or self.state != CONNECTED or self.max_size <= 0:
+            return
+        data = self._recv(conn, CHR_READ_BUF_LEN)
+        if data is None:
+            return
+        if not data:
+            self._tcp_chr_disconnect()
+            return
+        qemu_chr_be_write(self, data)
+        self.chr_read_poll_update()
+
+    def _recv(self, conn: _Conn, size: int) -> Optional[bytes]:
+        """A chunk; b"" at end of stream or on error; None if nothing yet."""
+        try:
+            if QEMU_CHAR_FEATURE_FD_PASS not in self.features:
+                data = conn.sock.recv(size)
+            else:
+                data, anc, _, _ = conn.sock.recvmsg(
+                    size, socket.CMSG_SPACE(TCP_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+                )
+                self._store_msgfds(anc)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            trace_chr_socket_recv_err(self.label, str(e))
+            return b""
+        if not data:
+            trace_chr_socket_recv_eof(self.label)
+        return data
+
+    def _store_msgfds(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        """Keep the fds of this message, closing those kept before."""
+        fds = array("i")
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not fds:
+            return
+        for fd in fds:
+            os.set_blocking(fd, True)  # O_NONBLOCK survives SCM_RIGHTS
+        with self.chr_write_lock:
+            old, self.read_msgfds = self.read_msgfds, list(fds)
+        _close_fds(old)
+
+    def get_msgfds(self, num: int) -> Optional[list[int]]:
+        """tcp_get_msgfds: take up to ``num`` fds, close the others."""
+        with self.chr_write_lock:
+            fds, self.read_msgfds = self.read_msgfds, []
+        _close_fds(fds[num:])
+        return fds[:num]
+
+    def _tcp_chr_hup(self) -> None:
+        """The connection hung up; while reading, the read path sees it first."""
+        if self.reading:
+            return
+        trace_chr_socket_hangup(self.label)
+        self._tcp_chr_disconnect()
+
+    # ------------------------------------------------------------ output
+
+    def chr_write(self, buf: bytes) -> int:
+        """Called with chr_write_lock held; -EIO while there is no client."""
+        conn = self.conn
+        if self.state != CONNECTED or conn is None:
+            return -errno.EIO
+        ret = io_channel_send(conn.sock, buf)
+        if ret < 0 and (self.max_size <= 0 or self.pending):
+            trace_chr_socket_poll_err(self.label)
+            if self._disconnect_locked():
+                self.sources.bh_schedule("tcp_chr_disconnect_bh")
+        return ret
+
+    def chr_wait_writable(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            qemu_poll_fd(conn.fd, POLLOUT)
+
+    def chr_add_watch(self, cond: int, func: WatchFunc, opaque: Any) -> int:
+        with self.chr_write_lock:
+            conn = self.conn
+            if conn is None:
+                return 0
+            return self.sources.add_watch(conn.fd, cond, func, opaque)
+
+    # ------------------------------------------------------------ disconnect
+
+    def _disconnect_locked(self) -> bool:
+        """Tear the connection down (chr_write_lock held); True if there was one."""
+        conn = self.conn
+        if conn is None:
+            return False
+        trace_chr_socket_disconnect(self.label)
+        self.conn = None
+        self.state = DISCONNECTED
+        self.closing.append(conn)
+        fds, self.read_msgfds = self.read_msgfds, []
+        _close_fds(fds)
+        self._update_disconnected_filename()
+        return True
+
+    def chr_disconnect(self) -> None:
+        """qemu_chr_fe_disconnect: drop the client, from any thread."""
+        with self.chr_write_lock:
+            torn = self._disconnect_locked()
+        if torn:
+            self.sources.run_in_context("tcp_chr_disconnect_bh")
+
+    def _tcp_chr_disconnect(self) -> None:
+        """The client went away (context thread)."""
+        with self.chr_write_lock:
+            torn = self._disconnect_locked()
+        if torn:
+            self._disconnect_bh()
+
+    def _disconnect_bh(self) -> None:
+        """Close torn-down connections, then CLOSED, accept or reconnect again."""
+        with self.chr_write_lock:
+            closing, self.closing = self.closing, []
+            watches = [w for conn in closing for w in self._release(conn)]
+        self.reading = False
+        self.max_size = 0
+        self.pending = b""
+        if self.finalized:
+            return
+        self._listen(self.state == DISCONNECTED)
+        if any(conn.opened for conn in closing):
+            qemu_chr_be_event(self, CHR_EVENT_CLOSED)
+        for watch in watches:
+            watch.func(watch.opaque)
+        if self.reconnect_time_ms and not self.sources.timer_pending("chardev-socket-reconnect"):
+            self.sources.timer_mod_ms("chardev-socket-reconnect", self.reconnect_time_ms)
+
+    def _release(self, conn: _Conn) -> list[Any]:
+        """Close a torn-down connection; returns the watches that waited on it."""
+        watches = self.sources.detach(conn.fd)
+        self.sources.detach(conn.hup.fileno())
+        conn.hup.close()
+        yank_unregister_function(chardev_yank_instance(self.label), _yank_connection, conn.sock)
+        conn.sock.close()
+        return watches
+
+    def finalize(self) -> None:
+        """char_socket_finalize: close everything, unlink the socket file."""
+        with self.chr_write_lock:
+            self._disconnect_locked()
+            for conn in self.closing:
+                self._release(conn)
+            self.closing = []
+        self.sources.timer_del("chardev-socket-reconnect")
+        if self.connecting is not None and self.connecting.sock is not None:
+            self.sources.detach(self.connecting.sock.fileno())
+            self.connecting.sock.close()
+        if self.connecting is not None and self.connecting.result is not None:
+            self.connecting.result.close()
+        self.connecting = None
+        if self.listener is not None:
+            self.sources.detach(self.listener.fileno())
+            socket_listen_cleanup(self.listener)
+            self.listener.close()
+        if self.registered_yank:
+            yank_unregister_instance(chardev_yank_instance(self.label))
+        qemu_chr_be_event(self, CHR_EVENT_CLOSED)
+        super().finalize()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _yank_connection(sock: socket.socket) -> None:
+    """yank: cut the connection now; the read path then sees end of stream."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _parse_flags(opts: QemuOpts, data: dict[str, Any]) -> None:
+    """The command-line flags of qemu_chr_parse_socket (QEMU 7.2 defaults)."""
+    if qemu_opt_get(opts, "delay") is not None and qemu_opt_get(opts, "nodelay") is not None:
+        raise error_setg("'delay' and 'nodelay' are mutually exclusive")
+    if qemu_opt_get(opts, "delay") is not None or qemu_opt_get(opts, "nodelay") is not None:
+        data["nodelay"] = not qemu_opt_get_bool(opts, "delay", True) or qemu_opt_get_bool(
+            opts, "nodelay", False
+        )
+    data["server"] = qemu_opt_get_bool(opts, "server", False)
+    for flag in ("telnet", "tn3270", "websocket"):
+        if qemu_opt_get(opts, flag) is not None:
+            data[flag] = qemu_opt_get_bool(opts, flag, False)
+    if qemu_opt_find(opts, "wait") is not None or data["server"]:
+        data["wait"] = qemu_opt_get_bool(opts, "wait", True)
+    if qemu_opt_find(opts, "reconnect") is not None:
+        data["reconnect"] = qemu_opt_get_number(opts, "reconnect", 0)
+    for name in ("tls-creds", "tls-authz"):
+        value = qemu_opt_get(opts, name)
+        if value is not None:
+            data[name] = value
+
+
+def _parse_unix(opts: QemuOpts, path: str) -> dict[str, Any]:
+    return {
+        "path": path,
+        "tight": qemu_opt_get_bool(opts, "tight", True),
+        "abstract": qemu_opt_get_bool(opts, "abstract", False),
+    }
+
+
+def _parse_inet(opts: QemuOpts, host: str, port: str) -> dict[str, Any]:
+    inet: dict[str, Any] = {"host": host, "port": port}
+    if qemu_opt_get(opts, "to") is not None:
+        inet["to"] = qemu_opt_get_number(opts, "to", 0)
+    for flag in ("ipv4", "ipv6"):
+        if qemu_opt_get(opts, flag) is not None:
+            inet[flag] = qemu_opt_get_bool(opts, flag, False)
+    return inet
+
+
+def _validate(data: dict[str, Any], is_listen: bool) -> None:
+    """qmp_chardev_validate_socket, and what the emulator does not implement."""
+    if data["addr"]["type"] == "unix" and data.get("tls-creds") is not None:
+        raise error_setg("'tls_creds' option is incompatible with 'unix' address type")
+    if data.get("tls-authz") is not None and data.get("tls-creds") is None:
+        raise error_setg("'tls_authz' option requires 'tls_creds' option")
+    if is_listen:
+        if "reconnect" in data:
+            raise error_setg("'reconnect' option is incompatible with socket in server listen mode")
+    else:
+        if data.get("websocket"):
+            raise error_setg("Websocket client is not implemented")
+        if "wait" in data:
+            raise error_setg("'wait' option is incompatible with socket in client connect mode")
+    for flag in ("telnet", "tn3270", "websocket"):
+        if data.get(flag):
+            raise error_setg("the emulator does not implement the '%s' protocol", flag)

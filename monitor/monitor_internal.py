@@ -1,0 +1,190 @@
+"""The monitor's data structures and globals (monitor/monitor-internal.h).
+
+``Monitor`` is the part common to QMP and HMP; ``MonitorQMP`` and
+``MonitorHMP`` extend it.  QEMU's file-scope globals of monitor.c and qmp.c
+(``mon_list``, ``monitor_lock``, ``coroutine_mon``, ``monitor_destroyed``,
+``mon_iothread``, the dispatcher coroutine and its flags, the event throttle
+state, the two command lists) live in one :class:`MonitorGlobals` object so a
+test can build a fresh one.  Every shared field says which lock protects it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from chardev.char_fe import CharBackend
+from qapi.error import QapiError
+from qapi.qmp_dispatch import QmpDispatchEnv
+from qapi.qmp_registry import QmpCommandList
+from qapi.schema import Schema
+from util.atomic import QAtomic
+from util.coroutine import Coroutine
+from util.iothread import IOThread
+from util.thread import QemuEvent, QemuMutex
+from util.timer import QEMU_CLOCK_REALTIME, QEMUClockType, QEMUTimer
+
+if TYPE_CHECKING:
+    from qapi.json_streamer import JSONMessageParser
+    from util.readline import ReadLineState
+
+#: include/monitor/monitor.h: in-band requests a QMP monitor queues at most.
+QMP_REQ_QUEUE_LEN_MAX = 8
+
+
+class Monitor:
+    """State common to every monitor (struct Monitor)."""
+
+    def __init__(self, is_qmp: bool, skip_flush: bool, use_io_thread: bool) -> None:
+        self.chr = CharBackend()
+        self.is_qmp = is_qmp
+        self.skip_flush = skip_flush
+        self.use_io_thread = use_io_thread
+        #: read by the chardev's can_read in its context; changed from any thread
+        self.suspend_cnt: QAtomic[int] = QAtomic(0)
+        self.mon_lock = QemuMutex("mon_lock")
+        #: protected by mon_lock
+        self.outbuf = bytearray()
+        #: protected by mon_lock: the pending output watch tag, 0 when none
+        self.out_watch = 0
+        #: written under BQL and mon_lock (mux focus)
+        self.mux_out = False
+        #: protected by mon_lock: fds received with getfd, by name
+        self.fds: dict[str, int] = {}
+        self.reset_seen = False
+        #: hotplug: the id given by -mon id= or monitor-add, if any
+        self.id: Optional[str] = None
+        #: hotplug: created by monitor-add (only those can be removed)
+        self.dynamic = False
+        #: hotplug: set under monitor_lock when monitor-remove unlinks it
+        self.dead = False
+
+    @property
+    def name(self) -> str:
+        return self.id or self.chr.label()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class MonitorQMP(Monitor):
+    """A QMP monitor (struct MonitorQMP)."""
+
+    def __init__(self, use_io_thread: bool, pretty: bool) -> None:
+        super().__init__(is_qmp=True, skip_flush=False, use_io_thread=use_io_thread)
+        self.pretty = pretty
+        self.parser: Optional[JSONMessageParser] = None
+        #: the negotiation list until qmp_capabilities succeeds, then the full list
+        self.commands: Optional[QmpCommandList] = None
+        self.capab_offered: set[str] = set()
+        self.capab: set[str] = set()
+        self.qmp_queue_lock = QemuMutex("qmp_queue_lock")
+        #: protected by qmp_queue_lock
+        self.qmp_requests: deque[QMPRequest] = deque()
+        #: bumped at every CHR_EVENT_OPENED; only read with the session check on
+        self.session = 0
+        #: emulator switch: drop replies meant for an earlier connection (bugs.md 3)
+        self.session_generation_check = False
+
+
+class MonitorHMP(Monitor):
+    """A human monitor (struct MonitorHMP)."""
+
+    def __init__(self, use_readline: bool, skip_flush: bool = False) -> None:
+        super().__init__(is_qmp=False, skip_flush=skip_flush, use_io_thread=False)
+        self.use_readline = use_readline
+        self.rs: Optional[ReadLineState] = None
+
+
+@dataclass
+class QMPRequest:
+    """A queued in-band request, or the parse error to report in its place.
+
+    ``err`` set means a parse error; otherwise ``req`` is the parsed value,
+    which may be anything JSON, ``None`` (null) included.
+    """
+
+    mon: MonitorQMP
+    req: Any = None
+    err: Optional[QapiError] = None
+    session: int = 0
+
+
+@dataclass
+class MonFdsetFd:
+    """One fd in an fd set; ``removed`` fds are closed at the next cleanup."""
+
+    fd: int
+    opaque: Optional[str] = None
+    removed: bool = False
+
+
+@dataclass
+class MonFdset:
+    """An fd set created by add-fd (fds.c); protected by mon_fdsets_lock."""
+
+    id: int
+    #: newest first, as QEMU inserts at the head
+    fds: list[MonFdsetFd] = field(default_factory=list)
+    dup_fds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class MonitorQAPIEventState:
+    """Throttle state of one (event, key) pair; protected by monitor_lock."""
+
+    event: str
+    key: Optional[str]
+    timer: Optional[QEMUTimer] = None
+    #: the event held back until the timer fires, if any
+    qdict: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class MonitorGlobals:
+    """QEMU's monitor globals, in one object (see module docstring)."""
+
+    monitor_lock: QemuMutex = field(default_factory=lambda: QemuMutex("monitor_lock"))
+    #: protected by monitor_lock; the dispatcher rotates it for round-robin
+    mon_list: list[Monitor] = field(default_factory=list)
+    #: protected by monitor_lock: Coroutine -> current Monitor
+    coroutine_mon: dict[Coroutine, Monitor] = field(default_factory=dict)
+    #: protected by monitor_lock
+    monitor_destroyed: bool = False
+    #: protected by monitor_lock: monitors that have an id, from creation
+    #: (before they join mon_list) until they are removed
+    mon_ids: dict[str, Monitor] = field(default_factory=dict)
+    mon_iothread: Optional[IOThread] = None
+    qmp_dispatcher_co: QAtomic[Optional[Coroutine]] = field(default_factory=lambda: QAtomic(None))
+    #: protected by monitor_lock
+    qmp_dispatcher_co_shutdown: bool = False
+    qmp_dispatcher_co_busy: QAtomic[bool] = field(default_factory=lambda: QAtomic(False))
+    #: the monitor whose request the dispatcher is running (main loop only):
+    #: a monitor removing itself is destroyed after that request's reply
+    dispatcher_servicing: Optional[Monitor] = None
+    #: protected by monitor_lock
+    monitor_qapi_event_state: dict[tuple[str, Optional[str]], MonitorQAPIEventState] = field(
+        default_factory=dict
+    )
+    #: the clock throttling uses: REALTIME, or VIRTUAL under test (qtest)
+    event_clock: QEMUClockType = QEMU_CLOCK_REALTIME
+    qmp_commands: QmpCommandList = field(default_factory=QmpCommandList)
+    qmp_cap_negotiation_commands: QmpCommandList = field(default_factory=QmpCommandList)
+    #: the QAPI schema: events are built from it, introspection reports it
+    schema: Optional[Schema] = None
+    #: query-qmp-schema's result, computed once
+    schema_info: Optional[list[dict[str, Any]]] = None
+    #: how the greeting gets the version (query-version's handler)
+    query_version: Optional[Callable[[], dict[str, Any]]] = None
+    #: system/ tells whether the VM runs (fd sets are kept while it does not)
+    runstate_is_running: Callable[[], bool] = lambda: True
+    mon_fdsets_lock: QemuMutex = field(default_factory=lambda: QemuMutex("mon_fdsets_lock"))
+    #: protected by mon_fdsets_lock, sorted by id
+    mon_fdsets: list[MonFdset] = field(default_factory=list)
+    #: HMP monitors with a client (fd sets are kept while one is connected)
+    mon_refcount: int = 0
+    #: what qmp_dispatch needs from monitor/ and system/ (set at init)
+    dispatch_env: Optional[QmpDispatchEnv] = None
+    #: x-oob-test: a pending release, consumed by the in-band lock it frees
+    x_oob_test_release: QemuEvent = field(default_factory=QemuEvent)

@@ -1,0 +1,454 @@
+"""QMP monitors (monitor/qmp.c).
+
+Threads:
+
+* the chardev context of the monitor (``IO mon_iothread`` for socket
+  chardevs, the main loop otherwise) runs ``monitor_qmp_read``, the JSON
+  parser, ``handle_qmp_command`` and OOB commands;
+* the main loop thread runs ``monitor_qmp_dispatcher_co``, one coroutine in
+  iohandler_ctx that serves the request queues of every QMP monitor, one
+  request at a time, round-robin.
+
+``qmp_dispatcher_co_busy`` makes sure the dispatcher is never scheduled twice:
+it is true while the dispatcher will look at the queues again before
+sleeping, and only the dispatcher sets it back to false.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from chardev.char import (
+    CHR_EVENT_CLOSED,
+    CHR_EVENT_OPENED,
+    QEMU_CHAR_FEATURE_GCONTEXT,
+    Chardev,
+    qemu_chr_be_update_read_handlers,
+    qemu_chr_has_feature,
+)
+from chardev.char_fe import (
+    qemu_chr_fe_disconnect,
+    qemu_chr_fe_init,
+    qemu_chr_fe_remove_watch,
+    qemu_chr_fe_set_handlers,
+)
+from monitor.fds import monitor_fdsets_cleanup
+from monitor.monitor import (
+    monitor_can_read,
+    monitor_data_destroy,
+    monitor_data_init,
+    monitor_flush_locked,
+    monitor_globals,
+    monitor_list_append,
+    monitor_puts,
+    monitor_register_id,
+    monitor_resume,
+    monitor_suspend,
+)
+from monitor.monitor_internal import (
+    QMP_REQ_QUEUE_LEN_MAX,
+    MonitorGlobals,
+    MonitorQMP,
+    QMPRequest,
+)
+from monitor.trace import (
+    trace_handle_qmp_command,
+    trace_monitor_qmp_cmd_in_band,
+    trace_monitor_qmp_cmd_out_of_band,
+    trace_monitor_qmp_err_in_band,
+    trace_monitor_qmp_in_band_dequeue,
+    trace_monitor_qmp_in_band_enqueue,
+    trace_monitor_qmp_respond,
+)
+from qapi.error import ErrorClass, QapiError
+from qapi.json_streamer import JSONError, JSONMessageParser
+from qapi.json_writer import to_json
+from qapi.qmp_dispatch import qmp_dispatch, qmp_error_response, qmp_is_oob
+from util.aio import AioContext, aio_bh_schedule_oneshot, aio_co_wake, run_in_context
+from util.atomic import qatomic_read, qatomic_set, qatomic_xchg
+from util.coroutine import qemu_coroutine_yield
+from util.iothread import iothread_get_aio_context
+from util.main_loop import iohandler_get_aio_context
+from util.markers import coroutine_fn
+
+#: QMPCapability, in enum order (the greeting lists offered ones in this order)
+QMP_CAPABILITIES = ("oob",)
+
+NEGOTIATION_DESC = "Expecting capabilities negotiation with 'qmp_capabilities'"
+
+
+def qmp_oob_enabled(mon: MonitorQMP) -> bool:
+    return "oob" in mon.capab
+
+
+def monitor_qmp_caps_reset(mon: MonitorQMP) -> None:
+    """Forget negotiated capabilities; offer OOB only with the I/O thread."""
+    mon.capab_offered = {"oob"} if mon.use_io_thread else set()
+    mon.capab = set()
+
+
+def monitor_qmp_cleanup_queue_and_resume(mon: MonitorQMP) -> None:
+    """Drop queued requests unanswered, resuming iff they had suspended us.
+
+    Same condition as the dispatcher's, before removing anything: without
+    OOB any queued request implies a suspend; with OOB only a full queue
+    does.  An empty queue means nothing is suspended on its account (the
+    dispatcher resumes for the request it holds).
+    """
+    with mon.qmp_queue_lock:
+        need_resume = (
+            not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX
+        ) and bool(mon.qmp_requests)
+        mon.qmp_requests.clear()
+        if need_resume:
+            monitor_resume(mon)
+
+
+def qmp_send_response(mon: MonitorQMP, rsp: dict[str, Any]) -> None:
+    """Serialise ``rsp`` (pretty if asked) and write it with a newline."""
+    text = to_json(rsp, mon.pretty)
+    trace_monitor_qmp_respond(mon.name, text)
+    monitor_puts(mon, text + "\n")
+
+
+def monitor_qmp_respond(mon: MonitorQMP, rsp: Optional[dict[str, Any]]) -> None:
+    """Send ``rsp``; None happens only for commands without success reply."""
+    if rsp is not None:
+        qmp_send_response(mon, rsp)
+
+
+def monitor_qmp_dispatch(mon: MonitorQMP, req: Any) -> None:
+    """Run one request and reply.
+
+    Outside coroutine context for OOB, inside the dispatcher otherwise.
+    While negotiating, "command not found" gets a more helpful text.
+    """
+    g = monitor_globals()
+    session = mon.session
+    assert mon.commands is not None and g.dispatch_env is not None
+    rsp = qmp_dispatch(mon.commands, req, qmp_oob_enabled(mon), mon, g.dispatch_env)
+    if rsp is not None and mon.commands is g.qmp_cap_negotiation_commands:
+        error = rsp.get("error")
+        if isinstance(error, dict) and error.get("class") == ErrorClass.COMMAND_NOT_FOUND.value:
+            del error["desc"]
+            error["desc"] = NEGOTIATION_DESC
+    if mon.session_generation_check and session != mon.session:
+        return  # the client that asked has gone (bugs.md entry 3, fixed)
+    monitor_qmp_respond(mon, rsp)
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+def monitor_qmp_requests_pop_any_with_lock(g: MonitorGlobals) -> Optional[QMPRequest]:
+    """Pop one request round-robin; caller holds monitor_lock.
+
+    On success the request's monitor has its qmp_queue_lock held (the
+    caller releases it) and moves to the end of mon_list, so a busy monitor
+    cannot starve the others.
+    """
+    for i, mon in enumerate(g.mon_list):
+        if not isinstance(mon, MonitorQMP):
+            continue
+        mon.qmp_queue_lock.lock()
+        if mon.qmp_requests:
+            req_obj = mon.qmp_requests.popleft()
+            del g.mon_list[i]
+            g.mon_list.append(mon)
+            return req_obj
+        mon.qmp_queue_lock.unlock()
+    return None
+
+
+def monitor_qmp_dispatcher_pop_any(g: MonitorGlobals) -> Optional[QMPRequest]:
+    """Wait for a request; None once shutdown is requested.
+
+    Busy is cleared *before* looking at the queues, so a request pushed
+    while we look is never missed: its pusher sees busy false and wakes us.
+    """
+    while True:
+        assert qatomic_read(g.qmp_dispatcher_co_busy) is True
+        qatomic_set(g.qmp_dispatcher_co_busy, False)
+        with g.monitor_lock:
+            if g.qmp_dispatcher_co_shutdown:
+                return None
+            req_obj = monitor_qmp_requests_pop_any_with_lock(g)
+            if req_obj is not None:
+                return req_obj
+        qemu_coroutine_yield()
+
+
+@coroutine_fn
+def monitor_qmp_dispatcher_co(g: MonitorGlobals) -> None:
+    """The dispatcher: one in-band request at a time, for every QMP monitor."""
+    while True:
+        req_obj = monitor_qmp_dispatcher_pop_any(g)
+        if req_obj is None:
+            break
+        mon = req_obj.mon
+        trace_monitor_qmp_in_band_dequeue(id(req_obj), len(mon.qmp_requests))
+        # We hold mon.qmp_queue_lock.  Resume a monitor suspended for a full
+        # queue now (OOB on) so OOB commands can be read while this request
+        # runs; without OOB resume only when done.  qmp_capabilities may
+        # change OOB, so remember what it is now.
+        oob_enabled = qmp_oob_enabled(mon)
+        if oob_enabled and len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1:
+            monitor_resume(mon)
+        # never hold a mutex across a yield (DESIGN.md invariant 1)
+        mon.qmp_queue_lock.unlock()
+
+        if qatomic_xchg(g.qmp_dispatcher_co_busy, True):
+            # woken while running: take that wake-up now, to be re-entered
+            # at once and removed from the scheduled coroutines
+            qemu_coroutine_yield()
+
+        g.dispatcher_servicing = mon
+        try:
+            _dispatch_request(mon, req_obj)
+        finally:
+            g.dispatcher_servicing = None
+        if mon.dead:
+            # it removed itself: the reply is out, now it can go
+            monitor_qmp_destroy_removed(mon)
+        elif not oob_enabled:
+            monitor_resume(mon)
+    qatomic_set(g.qmp_dispatcher_co, None)
+
+
+def _dispatch_request(mon: MonitorQMP, req_obj: QMPRequest) -> None:
+    if mon.session_generation_check and req_obj.session != mon.session:
+        return
+    if req_obj.err is None:
+        # a JSON null is a request too (QEMU's QNull): only err tells them apart
+        trace_monitor_qmp_cmd_in_band(_id_json(req_obj.req))
+        monitor_qmp_dispatch(mon, req_obj.req)
+        return
+    trace_monitor_qmp_err_in_band(req_obj.err.desc)
+    monitor_qmp_respond(mon, qmp_error_response(req_obj.err))
+
+
+def _id_json(req: Any) -> str:
+    qid = req.get("id") if isinstance(req, dict) else None
+    return "" if qid is None else to_json(qid)
+
+
+def qmp_dispatcher_co_wake() -> None:
+    """Wake the dispatcher unless it is already going to look at the queues."""
+    g = monitor_globals()
+    co = qatomic_read(g.qmp_dispatcher_co)
+    if not qatomic_xchg(g.qmp_dispatcher_co_busy, True) and co is not None:
+        aio_co_wake(co)
+
+
+# ---------------------------------------------------------------- input
+
+
+def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> None:
+    """A complete message arrived: run it now (OOB) or queue it (in-band).
+
+    Parse errors go through the queue too, so an id-less error never
+    overtakes replies to requests received before it (invariant 8).
+    """
+    trace_handle_qmp_command(mon.name, req)
+    if err is None and isinstance(req, dict) and qmp_is_oob(req):
+        trace_monitor_qmp_cmd_out_of_band(_id_json(req))
+        monitor_qmp_dispatch(mon, req)
+        return
+    req_obj = QMPRequest(
+        mon,
+        req if err is None else None,
+        QapiError(ErrorClass.GENERIC_ERROR, err.desc) if err is not None else None,
+        mon.session,
+    )
+    with mon.qmp_queue_lock:
+        # Suspend when the queue cannot take another request after this
+        # one (always, without OOB: one request in flight); the dispatcher
+        # or a CLOSED event resumes.
+        if not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1:
+            monitor_suspend(mon)
+        trace_monitor_qmp_in_band_enqueue(id(req_obj), mon.name, len(mon.qmp_requests))
+        assert len(mon.qmp_requests) < QMP_REQ_QUEUE_LEN_MAX
+        mon.qmp_requests.append(req_obj)
+    qmp_dispatcher_co_wake()
+
+
+def monitor_qmp_read(mon: MonitorQMP, data: bytes) -> int:
+    """Feed input to the parser; return how many bytes were taken.
+
+    QEMU reads one byte at a time while the monitor is not suspended.  The
+    same effect without a per-byte loop: take one complete message at a
+    time and stop right after the one that suspended the monitor; the
+    chardev keeps the rest until ``accept_input``.
+    """
+    parser = mon.parser
+    assert parser is not None
+    taken = 0
+    while taken < len(data):
+        items, used = parser.feed(data[taken:] if taken else data, max_messages=1)
+        taken += used
+        for item in items:
+            if isinstance(item, JSONError):
+                handle_qmp_command(mon, None, item)
+            else:
+                handle_qmp_command(mon, item, None)
+        if monitor_can_read(mon) == 0 or used == 0:
+            break
+    return taken
+
+
+def qmp_greeting(mon: MonitorQMP) -> dict[str, Any]:
+    g = monitor_globals()
+    assert g.query_version is not None
+    caps = [cap for cap in QMP_CAPABILITIES if cap in mon.capab_offered]
+    return {"QMP": {"version": g.query_version(), "capabilities": caps}}
+
+
+def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
+    """Chardev events: greet a new client; forget everything of a gone one."""
+    if event == CHR_EVENT_OPENED:
+        mon.session += 1
+        mon.commands = monitor_globals().qmp_cap_negotiation_commands
+        monitor_qmp_caps_reset(mon)
+        qmp_send_response(mon, qmp_greeting(mon))
+    elif event == CHR_EVENT_CLOSED:
+        # useful only while the backend's output is still open (stdio)
+        monitor_qmp_cleanup_queue_and_resume(mon)
+        mon.parser = JSONMessageParser()
+        monitor_fdsets_cleanup()
+
+
+def monitor_data_destroy_qmp(mon: MonitorQMP) -> None:
+    mon.parser = None
+    with mon.qmp_queue_lock:
+        mon.qmp_requests.clear()
+
+
+def monitor_qmp_set_handlers(mon: MonitorQMP, context: Any) -> None:
+    qemu_chr_fe_set_handlers(
+        mon.chr,
+        monitor_can_read,
+        monitor_qmp_read,
+        monitor_qmp_event,
+        None,
+        mon,
+        context,
+        True,
+    )
+
+
+def monitor_qmp_setup_handlers_bh(mon: MonitorQMP) -> None:
+    """In the I/O thread: attach the chardev there, then join mon_list."""
+    g = monitor_globals()
+    assert mon.use_io_thread and g.mon_iothread is not None
+    monitor_qmp_set_handlers(mon, iothread_get_aio_context(g.mon_iothread))
+    monitor_list_append(mon)
+
+
+def monitor_init_qmp(
+    chr: Chardev, pretty: bool, mon_id: Optional[str] = None, dynamic: bool = False
+) -> MonitorQMP:
+    """Create a QMP monitor on ``chr``; in the I/O thread when it can move there."""
+    mon = MonitorQMP(qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT), pretty)
+    mon.id = mon_id
+    mon.dynamic = dynamic
+    # QEMU starts with no command list, which event broadcast treats as
+    # "negotiated"; starting in negotiation mode keeps events away from a
+    # client that has not been greeted yet.
+    mon.commands = monitor_globals().qmp_cap_negotiation_commands
+    qemu_chr_fe_init(mon.chr, chr)
+    monitor_register_id(mon)
+    monitor_data_init(mon)
+    mon.parser = JSONMessageParser()
+    if mon.use_io_thread:
+        g = monitor_globals()
+        assert g.mon_iothread is not None
+        # Move the chardev's sources (listener, connection) to the I/O
+        # thread now, from the thread that polls them, so nothing fires in
+        # the old context while the BH installs the handlers.  QEMU only
+        # removes the read watch here (remove_fd_in_watch), leaving a window
+        # in which a client that connects early is served by two threads.
+        qemu_chr_be_update_read_handlers(chr, iothread_get_aio_context(g.mon_iothread))
+        aio_bh_schedule_oneshot(
+            iothread_get_aio_context(g.mon_iothread),
+            monitor_qmp_setup_handlers_bh,
+            mon,
+            "monitor_qmp_setup_handlers_bh",
+        )
+        # the bottom half adds mon to mon_list
+    else:
+        monitor_qmp_set_handlers(mon, None)
+        monitor_list_append(mon)
+    return mon
+
+
+# ---------------------------------------------------------------- hotplug removal
+
+
+def monitor_qmp_remove(mon: MonitorQMP) -> None:
+    """Take ``mon`` apart in the order that keeps every thread safe.
+
+    1. Under monitor_lock: mark it dead and unlink it, so event broadcasts
+       and the dispatcher's pop no longer see it.
+    2-4. In the chardev's own context (the I/O thread for sockets), so no
+       read is in progress meanwhile: cancel a pending output watch while
+       its context is still the right one, detach the chardev handlers, and
+       drop requests a read already queued (no replies; no resume, it is
+       going away).
+    5. Destroy, unless the dispatcher is running this very monitor's
+       request (a monitor removing itself): then the dispatcher destroys it
+       once the reply is written.
+    """
+    g = monitor_globals()
+    removing_itself = g.dispatcher_servicing is mon
+    with g.monitor_lock:
+        mon.dead = True
+        if mon in g.mon_list:
+            g.mon_list.remove(mon)
+        if mon.id is not None:
+            g.mon_ids.pop(mon.id, None)
+    ctx = monitor_chardev_context(mon)
+    run_in_context(ctx, _monitor_qmp_detach, (mon, removing_itself))
+    if not removing_itself:
+        monitor_data_destroy(mon)
+
+
+def monitor_chardev_context(mon: MonitorQMP) -> AioContext:
+    g = monitor_globals()
+    if mon.use_io_thread and g.mon_iothread is not None:
+        return iothread_get_aio_context(g.mon_iothread)
+    return iohandler_get_aio_context()
+
+
+def _monitor_qmp_detach(args: tuple[MonitorQMP, bool]) -> None:
+    mon, removing_itself = args
+    with mon.mon_lock:
+        if mon.out_watch:
+            qemu_chr_fe_remove_watch(mon.chr, mon.out_watch)
+            mon.out_watch = 0
+        if not removing_itself:
+            mon.outbuf.clear()  # output for a client being cut off is lost
+    if removing_itself:
+        # keep the context, so the reply still being written can arm a watch
+        qemu_chr_fe_set_handlers(
+            mon.chr, None, None, None, None, None, monitor_chardev_context(mon), False
+        )
+    else:
+        qemu_chr_fe_set_handlers(mon.chr, None, None, None, None, None, None, True)
+        qemu_chr_fe_disconnect(mon.chr)
+    with mon.qmp_queue_lock:
+        mon.qmp_requests.clear()
+
+
+def monitor_qmp_destroy_removed(mon: MonitorQMP) -> None:
+    """After a self-removal's reply: flush, cut the client off, destroy."""
+    run_in_context(monitor_chardev_context(mon), _monitor_qmp_teardown, mon)
+
+
+def _monitor_qmp_teardown(mon: MonitorQMP) -> None:
+    with mon.mon_lock:
+        monitor_flush_locked(mon)
+        if mon.out_watch:
+            qemu_chr_fe_remove_watch(mon.chr, mon.out_watch)
+            mon.out_watch = 0
+    qemu_chr_fe_disconnect(mon.chr)
+    monitor_data_destroy(mon)

@@ -1,0 +1,76 @@
+"""Monitor-level QMP commands (monitor/qmp-cmds.c, util/yank.c) and the
+emulator-only test commands.
+
+``x-oob-test``, ``x-debug-emit-event`` and ``x-debug-co-sleep`` do not exist
+in QEMU; the schema marks them unstable.  They make the threading model
+observable: a main loop stuck on purpose, guest-side events on demand, and a
+coroutine command that yields while the main loop keeps running.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from monitor.monitor import monitor_globals, qapi_event_send
+from qapi.error import ErrorClass, error_set, error_setg
+from qapi.qmp_event import qapi_event_input_data
+from util.aio import aio_co_wake, aio_timer_new
+from util.coroutine import qemu_coroutine_self, qemu_coroutine_yield
+from util.main_loop import qemu_get_aio_context, qemu_in_main_thread
+from util.markers import coroutine_fn
+from util.timer import QEMU_CLOCK_REALTIME, SCALE_MS, qemu_clock_get_ms, timer_mod
+from util.yank import yank_find_missing, yank_instances, yank_run
+
+
+def qmp_x_oob_test(lock: bool) -> None:
+    """``lock: true`` in-band blocks the main loop (BQL held) until a
+    ``lock: false`` (normally out-of-band) releases it.
+
+    A release that arrives before the lock is kept, so a client may send
+    both back to back without a race.  Locking out-of-band would block the
+    I/O thread, which serves every QMP monitor, so it is refused.
+    """
+    release = monitor_globals().x_oob_test_release
+    if not lock:
+        release.set()
+        return
+    if not qemu_in_main_thread():
+        raise error_setg("x-oob-test: 'lock': true must be executed in-band")
+    release.wait()
+    release.reset()
+
+
+def qmp_x_debug_emit_event(event: str, data: Optional[Any]) -> None:
+    """Raise ``event`` as if the guest had caused it (throttling applies)."""
+    schema = monitor_globals().schema
+    assert schema is not None
+    qapi_event_send(event, qapi_event_input_data(schema, event, data) or None)
+
+
+@coroutine_fn
+def qmp_x_debug_co_sleep(ms: int) -> None:
+    """Yield in the dispatcher coroutine for ``ms`` milliseconds.
+
+    The main loop keeps running meanwhile (other monitors' OOB commands,
+    HMP, timers); in-band commands of every QMP monitor wait, since they
+    share the one dispatcher.
+    """
+    if ms < 0:
+        raise error_setg("Parameter 'ms' expects a non-negative value")
+    co = qemu_coroutine_self()
+    timer = aio_timer_new(
+        qemu_get_aio_context(), QEMU_CLOCK_REALTIME, SCALE_MS, aio_co_wake, co, "x-debug-co-sleep"
+    )
+    timer_mod(timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + ms)
+    qemu_coroutine_yield()
+
+
+def qmp_yank(instances: list[dict[str, Any]]) -> None:
+    """Cut the connections of every instance, checking all exist first."""
+    if yank_find_missing(instances):
+        raise error_set(ErrorClass.DEVICE_NOT_FOUND, "Instance not found")
+    yank_run(instances)
+
+
+def qmp_query_yank() -> list[dict[str, Any]]:
+    return yank_instances()

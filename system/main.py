@@ -1,0 +1,100 @@
+"""``main()`` (system/main.c): parse, init, loop, clean up; signals and
+-pidfile/-daemonize, which belong to the process rather than the monitors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Optional
+
+from system import runstate as rs
+from system.vl import (
+    VlConfig,
+    VlError,
+    VlExit,
+    qemu_cleanup,
+    qemu_init,
+    qemu_main_loop,
+    qemu_parse_args,
+)
+from util.error_report import error_report, error_set_progname
+from util.main_loop import main_loop_initialised
+
+
+def termsig_handler(signum: int, frame: object) -> None:
+    """SIGINT/SIGTERM/SIGHUP: ask the main loop to shut down (host-signal).
+
+    Once the main loop has been torn down there is nothing left to ask.
+    """
+    if main_loop_initialised():
+        rs.qemu_system_killed(signum)
+
+
+def os_setup_signal_handling() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, termsig_handler)
+
+
+def os_daemonize() -> int:
+    """Fork before any thread exists; the parent waits for the child's word."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(wfd)
+        status = os.read(rfd, 1)
+        os._exit(0 if status == b"\0" else 1)
+    os.close(rfd)
+    os.setsid()
+    return wfd
+
+
+def os_setup_post(daemon_fd: int) -> None:
+    """Tell the parent we are up, then detach stdio as QEMU does."""
+    os.write(daemon_fd, b"\0")
+    os.close(daemon_fd)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def qemu_write_pidfile(path: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    error_set_progname("qemu-monitor-emu")
+    try:
+        config: VlConfig = qemu_parse_args(sys.argv[1:] if argv is None else argv)
+    except VlExit as e:
+        return e.code
+    except VlError as e:
+        error_report(str(e))
+        return 1
+    daemon_fd = os_daemonize() if config.daemonize else None
+    os_setup_signal_handling()
+    try:
+        qemu_init(config)
+    except VlError as e:
+        error_report(str(e))
+        return 1
+    if config.pidfile:
+        qemu_write_pidfile(config.pidfile)
+    if daemon_fd is not None:
+        os_setup_post(daemon_fd)
+    try:
+        qemu_main_loop()
+        qemu_cleanup(config)
+    finally:
+        if config.pidfile:
+            try:
+                os.unlink(config.pidfile)
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

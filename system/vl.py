@@ -1,0 +1,377 @@
+"""The command line and the process's life (system/vl.c, system/runstate.c).
+
+``qemu_parse_args`` accepts QEMU's syntax for what the emulator implements and
+fails on anything else with QEMU's style of message (``prog: -opt arg: msg``,
+exit 1).  ``qemu_init`` creates chardevs, then monitors, in command-line order,
+as ``qemu_create_early_backends`` does; ``qemu_main_loop`` runs until a
+shutdown request; ``qemu_cleanup`` tears down in QEMU's order.  All of it runs
+in the main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from chardev.char import (
+    qemu_chardev_opts,
+    qemu_chr_cleanup,
+    qemu_chr_new_from_opts,
+    qemu_chr_parse_compat,
+    qemu_chr_state,
+)
+from monitor.hmp import monitor_init_hmp
+from monitor.monitor import (
+    monitor_cleanup,
+    monitor_init_globals,
+    monitor_init_opts,
+)
+from qapi.error import QapiError
+from qapi.schema import qapi_schema
+from system import runstate as rs
+from system.commands import qmp_init_commands
+from system.machine import machine_init
+from util.error_report import error_report, warn_report
+from util.main_loop import (
+    main_loop_wait,
+    qemu_init_main_loop,
+    qemu_main_loop_cleanup,
+)
+from util.qemu_option import (
+    QemuOptDesc,
+    QemuOpts,
+    QemuOptsError,
+    QemuOptsHelpWanted,
+    QemuOptsList,
+    QemuOptType,
+    qemu_opt_get,
+    qemu_opt_set,
+    qemu_opts_create,
+    qemu_opts_parse,
+)
+from util.trace import trace_enable_events, trace_init_file, trace_list_events
+
+#: option name -> takes an argument (the subset of qemu-options.hx emulated)
+QEMU_OPTIONS: dict[str, bool] = {
+    "chardev": True,
+    "mon": True,
+    "qmp": True,
+    "qmp-pretty": True,
+    "monitor": True,
+    "nodefaults": False,
+    "machine": True,
+    "M": True,
+    "display": True,
+    "name": True,
+    "S": False,
+    "pidfile": True,
+    "daemonize": False,
+    "trace": True,
+    "preconfig": False,
+    "version": False,
+    "h": False,
+    "help": False,
+}
+
+USAGE = """\
+usage: qemu-monitor-emu [options]
+QEMU's monitors (QMP and HMP) without a machine: an emulation of QEMU 7.2's
+monitor threading model. Options take QEMU's syntax:
+
+-chardev backend,id=id[,...]  create a character device (socket, stdio,
+                              file, pipe, ringbuf, memory, null, mux=on)
+-mon [chardev=]name[,mode=readline|control][,pretty=on|off][,id=id]
+                              attach a monitor to a character device
+-qmp dev / -qmp-pretty dev    a QMP monitor on dev (unix:PATH,server=on,wait=off,
+                              tcp:HOST:PORT,server=on,wait=off, stdio, ...)
+-monitor dev                  an HMP monitor on dev (stdio, mon:stdio, ...)
+-nodefaults                   no default monitors
+-machine none / -M none       the only machine emulated
+-display none                 the only display emulated
+-name string                  set the name reported by query-name
+-S                            do not start the VM (query-status: prelaunch)
+--preconfig                   stop before machine initialisation until
+                              x-exit-preconfig
+-pidfile file                 write the process id to file
+-daemonize                    detach once the monitors are up
+-trace [enable=]pattern[,events=file][,file=file]
+                              enable trace events (log backend)
+-version                      print the version and exit
+-h                            print this help and exit
+
+Without monitor options and without -nodefaults: an HMP monitor on stdio and
+a QMP monitor on a UNIX socket whose path is printed on stderr.
+"""
+
+
+class VlError(Exception):
+    """A command-line error: printed as ``prog: LOCATION: MSG``, exit 1."""
+
+    def __init__(self, loc: str, msg: str) -> None:
+        super().__init__(f"{loc}: {msg}" if loc else msg)
+
+
+class VlExit(Exception):
+    """Stop after printing something (-version, -h): exit with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def qemu_mon_opts() -> QemuOptsList:
+    """-mon's option list (monitor.c's qemu_mon_opts)."""
+    desc = (
+        QemuOptDesc("mode", QemuOptType.QEMU_OPT_STRING),
+        QemuOptDesc("chardev", QemuOptType.QEMU_OPT_STRING),
+        QemuOptDesc("pretty", QemuOptType.QEMU_OPT_BOOL),
+    )
+    return QemuOptsList("mon", desc, implied_opt_name="chardev")
+
+
+def qemu_trace_opts() -> QemuOptsList:
+    desc = (
+        QemuOptDesc("enable", QemuOptType.QEMU_OPT_STRING),
+        QemuOptDesc("events", QemuOptType.QEMU_OPT_STRING),
+        QemuOptDesc("file", QemuOptType.QEMU_OPT_STRING),
+    )
+    return QemuOptsList("trace", desc, implied_opt_name="enable", merge_lists=True)
+
+
+@dataclass
+class VlConfig:
+    """What the command line asked for, in order."""
+
+    chardev_opts: QemuOptsList = field(default_factory=qemu_chardev_opts)
+    mon_opts: QemuOptsList = field(default_factory=qemu_mon_opts)
+    #: the command-line text that made each option group, for error locations
+    locations: dict[int, str] = field(default_factory=dict)
+    monitor_device_index: int = 0
+    nodefaults: bool = False
+    name: Optional[str] = None
+    autostart: bool = True
+    preconfig: bool = False
+    pidfile: Optional[str] = None
+    daemonize: bool = False
+    traces: list[tuple[str, str]] = field(default_factory=list)
+    default_qmp_path: Optional[str] = None
+
+
+def lookup_opt(argv: list[str], i: int) -> tuple[str, Optional[str], int]:
+    """Return (option, argument, next index), QEMU's lookup_opt."""
+    arg = argv[i]
+    name = arg[2:] if arg.startswith("--") else arg[1:]
+    if name not in QEMU_OPTIONS:
+        raise VlError(arg, "invalid option")
+    if not QEMU_OPTIONS[name]:
+        return name, None, i + 1
+    if i + 1 >= len(argv):
+        raise VlError(arg, "requires an argument")
+    return name, argv[i + 1], i + 2
+
+
+def monitor_parse(config: VlConfig, optarg: str, mode: str, pretty: bool, loc: str) -> None:
+    """-qmp/-monitor: a compat chardev ``compat_monitorN`` plus a -mon group."""
+    if optarg.startswith("chardev:"):
+        label = optarg[len("chardev:") :]
+    else:
+        label = f"compat_monitor{config.monitor_device_index}"
+        try:
+            opts = qemu_chr_parse_compat(config.chardev_opts, label, optarg, True)
+        except QapiError as e:
+            error_report(f"{loc}: {e.desc}")
+            opts = None
+        if opts is None:
+            raise VlError(loc, f"parse error: {optarg}")
+        config.locations[id(opts)] = loc
+    try:
+        mon = qemu_opts_create(config.mon_opts, label, True)
+    except QemuOptsError as e:
+        raise VlError(loc, e.msg) from None
+    qemu_opt_set(mon, "mode", mode)
+    qemu_opt_set(mon, "chardev", label)
+    if mode == "control":
+        qemu_opt_set(mon, "pretty", "on" if pretty else "off")
+    config.locations[id(mon)] = loc
+    config.monitor_device_index += 1
+
+
+def _parse_group(config: VlConfig, lst: QemuOptsList, optarg: str, loc: str) -> QemuOpts:
+    try:
+        opts = qemu_opts_parse(lst, optarg, True, _warn_at(loc))
+    except QemuOptsHelpWanted as h:
+        sys.stdout.write(h.help_text)
+        raise VlExit(0) from None
+    except QemuOptsError as e:
+        raise VlError(loc, e.msg) from None
+    config.locations[id(opts)] = loc
+    return opts
+
+
+def _warn_at(loc: str) -> Callable[[str, str], None]:
+    def warn(msg: str, hint: str) -> None:
+        warn_report(f"{loc}: {msg}" if not hint else f"{loc}: {msg}\n{hint}")
+
+    return warn
+
+
+def _check_machine(optarg: str, loc: str) -> None:
+    machine = optarg.split(",", 1)[0]
+    if machine.startswith("type="):
+        machine = machine[len("type=") :]
+    if machine != "none":
+        raise VlError(loc, f"machine '{machine}' is not emulated: only -machine none is")
+
+
+def qemu_parse_args(argv: list[str]) -> VlConfig:
+    """Parse ``argv`` (without the program name) as QEMU does."""
+    config = VlConfig()
+    i = 0
+    while i < len(argv):
+        if not argv[i].startswith("-"):
+            raise VlError(argv[i], "disk images are not emulated (-machine none has no drives)")
+        name, optarg, i = lookup_opt(argv, i)
+        loc = argv[i - 1] if optarg is None else f"{argv[i - 2]} {optarg}"
+        _apply_option(config, name, optarg, loc)
+    return config
+
+
+def _apply_option(config: VlConfig, name: str, optarg: Optional[str], loc: str) -> None:
+    if name in ("h", "help"):
+        sys.stdout.write(USAGE)
+        raise VlExit(0)
+    if name == "version":
+        from monitor.qmp_cmds_control import QEMU_VERSION
+
+        sys.stdout.write(
+            "QEMU emulator version {}.{}.{} (qemu-monitor-emu)\n".format(*QEMU_VERSION)
+            + "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n"
+        )
+        raise VlExit(0)
+    if name == "nodefaults":
+        config.nodefaults = True
+    elif name == "S":
+        config.autostart = False
+    elif name == "preconfig":
+        config.preconfig = True
+    elif name == "daemonize":
+        config.daemonize = True
+    else:
+        assert optarg is not None
+        _apply_option_arg(config, name, optarg, loc)
+
+
+def _apply_option_arg(config: VlConfig, name: str, optarg: str, loc: str) -> None:
+    if name == "chardev":
+        _parse_group(config, config.chardev_opts, optarg, loc)
+    elif name == "mon":
+        _parse_group(config, config.mon_opts, optarg, loc)
+    elif name in ("qmp", "qmp-pretty"):
+        monitor_parse(config, optarg, "control", name == "qmp-pretty", loc)
+    elif name == "monitor":
+        monitor_parse(config, optarg, "readline", False, loc)
+    elif name in ("machine", "M"):
+        _check_machine(optarg, loc)
+    elif name == "display":
+        if optarg.split(",", 1)[0] != "none":
+            raise VlError("", f"Display '{optarg.split(',', 1)[0]}' is not available.")
+    elif name == "name":
+        config.name = optarg.split(",", 1)[0].removeprefix("guest=")
+    elif name == "pidfile":
+        config.pidfile = optarg
+    elif name == "trace":
+        config.traces.append((loc, optarg))
+
+
+# ---------------------------------------------------------------- qemu_init
+
+
+def add_default_monitors(config: VlConfig) -> None:
+    """Without -nodefaults or monitor options: HMP on stdio, QMP on a socket."""
+    if config.nodefaults or config.mon_opts.head:
+        return
+    path = os.path.join(tempfile.mkdtemp(prefix="qemu-monitor-emu-"), "qmp.sock")
+    config.default_qmp_path = path
+    monitor_parse(config, "stdio", "readline", False, "-monitor stdio")
+    monitor_parse(config, f"unix:{path},server=on,wait=off", "control", False, "-qmp")
+
+
+def configure_traces(config: VlConfig) -> None:
+    """-trace enable=PATTERN,events=FILE,file=FILE (log backend)."""
+    lst = qemu_trace_opts()
+    for loc, optarg in config.traces:
+        opts = _parse_group(config, lst, optarg, loc)
+        patterns = []
+        if qemu_opt_get(opts, "enable"):
+            patterns.append(qemu_opt_get(opts, "enable") or "")
+        events = qemu_opt_get(opts, "events")
+        if events:
+            with open(events, encoding="utf-8") as f:
+                patterns += [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        for pattern in patterns:
+            if not trace_enable_events(pattern) and "*" not in pattern:
+                warn_report(f"{loc}: trace event '{pattern.lstrip('-')}' does not exist")
+        trace_init_file(qemu_opt_get(opts, "file"))
+    if config.traces and not trace_list_events():
+        raise VlError("-trace", "no trace events are declared")
+
+
+def qemu_init(config: VlConfig) -> None:
+    """Everything before the main loop, in vl.c's order."""
+    configure_traces(config)
+    qemu_init_main_loop()
+    state = rs.runstate_init(config.autostart)
+    machine_init(config.name)
+    g = monitor_init_globals(qapi_schema(), lambda: rs.phase_check(rs.MachinePhase.MACHINE_READY))
+    g.runstate_is_running = rs.runstate_is_running
+    qmp_init_commands(g)
+    qemu_chr_state().monitor_init_hmp = lambda chr: monitor_init_hmp(chr, True)
+    add_default_monitors(config)
+    _create_chardevs(config)
+    _create_monitors(config)
+    if config.default_qmp_path:
+        error_report(f"QMP monitor listening on unix:{config.default_qmp_path}")
+    rs.phase_advance(rs.MachinePhase.MACHINE_CREATED)
+    rs.phase_advance(rs.MachinePhase.ACCEL_CREATED)
+    if not config.preconfig:
+        rs.qemu_machine_creation_done()
+    assert state is rs.runstate()
+
+
+def _create_chardevs(config: VlConfig) -> None:
+    for opts in list(config.chardev_opts.head):
+        try:
+            qemu_chr_new_from_opts(opts)
+        except QapiError as e:
+            raise VlError(config.locations.get(id(opts), ""), e.desc) from None
+
+
+def _create_monitors(config: VlConfig) -> None:
+    for opts in list(config.mon_opts.head):
+        try:
+            monitor_init_opts(opts)
+        except QapiError as e:
+            raise VlError(config.locations.get(id(opts), ""), e.desc) from None
+
+
+def qemu_main_loop() -> None:
+    """Run until a shutdown request is acted on (main_loop_should_exit)."""
+    while not rs.main_loop_should_exit():
+        main_loop_wait(False)
+
+
+def qemu_cleanup(config: VlConfig) -> None:
+    """Stop the VM, the monitors, the chardevs, the main loop (runstate.c)."""
+    if rs.runstate_is_running():
+        rs.runstate_set(rs.RunState.SHUTDOWN)
+    monitor_cleanup()
+    qemu_chr_cleanup()
+    qemu_main_loop_cleanup()
+    if config.default_qmp_path:
+        try:
+            os.rmdir(os.path.dirname(config.default_qmp_path))
+        except OSError:
+            pass

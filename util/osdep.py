@@ -1,0 +1,68 @@
+"""Small host helpers for file descriptors (util/osdep.c, util/oslib-posix.c).
+
+What chardev/ needs from the host beyond reading and writing, kept here so
+that polling stays in util/ (DESIGN.md's one rule):
+
+* :func:`qemu_fd_pollable` -- epoll refuses regular files and some devices
+  (``/dev/null``); glib's ``poll()`` reports them always ready.  A caller
+  that gets False treats the fd as always ready instead of registering it
+  with an AioContext.
+* :func:`qemu_poll_fd` -- a blocking wait for one fd (``poll(2)``), used
+  where QEMU retries a write until it fits (``qemu_chr_write_all``).
+* :class:`FdHangupNotifier` -- an fd that becomes readable when another fd
+  hangs up, whatever data is queued on it.  glib lets QEMU watch ``G_IO_HUP``
+  alone; a selector cannot, because asking for readability spins while
+  unread data waits.  An epoll set holding the fd with an empty event mask
+  reports exactly HUP and ERR, and that epoll fd can itself be registered in
+  an AioContext.  Linux only, as this project is.
+
+Runs in any thread.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Optional
+
+POLLIN = select.POLLIN
+POLLOUT = select.POLLOUT
+POLLERR = select.POLLERR
+POLLHUP = select.POLLHUP
+POLLNVAL = select.POLLNVAL
+
+
+def qemu_fd_pollable(fd: int) -> bool:
+    """True if epoll (hence an AioContext) can watch ``fd``."""
+    ep = select.epoll()
+    try:
+        ep.register(fd, select.EPOLLIN)
+    except PermissionError:
+        return False
+    finally:
+        ep.close()
+    return True
+
+
+def qemu_poll_fd(fd: int, events: int, timeout: Optional[float] = None) -> int:
+    """Wait until ``fd`` has one of ``events`` (or an error); return revents.
+
+    ``timeout`` is in seconds, None for ever; 0 is returned when it expires.
+    """
+    poller = select.poll()
+    poller.register(fd, events)
+    ready = poller.poll(None if timeout is None else timeout * 1000)
+    return ready[0][1] if ready else 0
+
+
+class FdHangupNotifier:
+    """Readable exactly while the watched fd reports HUP or ERR."""
+
+    def __init__(self, fd: int) -> None:
+        self._epoll = select.epoll()
+        self._epoll.register(fd, 0)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def close(self) -> None:
+        self._epoll.close()
