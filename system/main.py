@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from system.vl import (
     qemu_parse_args,
 )
 from util.error_report import error_report, error_set_progname
+from util.lockdep import lockdep_violations
 from util.main_loop import main_loop_initialised
 
 
@@ -66,6 +68,8 @@ def qemu_write_pidfile(path: str) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     error_set_progname("qemu-monitor-emu")
+    # internal errors (callback exceptions) print one line each, as qemu.qmp logs
+    logging.basicConfig(level=logging.WARNING, format="qemu-monitor-emu: %(message)s")
     try:
         config: VlConfig = qemu_parse_args(sys.argv[1:] if argv is None else argv)
     except VlExit as e:
@@ -87,6 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         qemu_main_loop()
         qemu_cleanup(config)
+        for violation in lockdep_violations():
+            error_report(f"lock-order violation: {violation}")
     finally:
         if config.pidfile:
             try:

@@ -504,9 +504,11 @@ class Instance:
         _assert_reaped(self.proc.pid)
 
     def check_clean_stderr(self) -> None:
-        """The emulator must not die with a Python traceback."""
+        """The emulator must not die with a Python traceback, report an
+        exception escaping a callback, or see a lock-order violation."""
         text = self.stderr_text()
-        assert "Traceback (most recent call last)" not in text, text
+        for sign in ("Traceback (most recent call last)", "unhandled", "lock-order violation"):
+            assert sign not in text, text
 
 
 def _assert_reaped(pid: int) -> None:
