@@ -6,19 +6,16 @@ Reports throughput and time per message, and the ratio to ``json.loads`` /
 which does far less: no QEMU limits, no duplicate-key check, no QDict
 order).  Ratios only; nothing here asserts on wall time.
 
-Usage: ``python tools/bench_json.py [--quick]``
+Usage: ``python -m tools.bench_json [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any, Callable
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from qapi.json_streamer import JSONMessageParser
 from qapi.json_writer import to_json

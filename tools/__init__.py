@@ -1,0 +1,1 @@
+"""Command-line tools: benchmarks, trace export and pictures, transcript capture (run as ``python -m tools.NAME``)."""
