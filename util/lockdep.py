@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from greenlet import getcurrent
 
@@ -37,8 +37,6 @@ LOCK_RANKS: dict[str, int] = {
     "mon_fdsets_lock": 4,
     "chr_write_lock": 4,
 }
-
-_UTIL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class LockOrderError(AssertionError):
@@ -57,13 +55,26 @@ class Site:
         return f"{os.path.relpath(self.filename)}:{self.lineno} [{self.thread}]"
 
 
-@dataclass
 class Held:
-    """One entry of a thread's held-lock stack."""
+    """One entry of a thread's held-lock stack.
 
-    lock: Any
-    site: Site
-    owner: Any  # the greenlet that took it (a coroutine or the thread's root)
+    The site is kept as the raw (code object, line, thread name) triple and
+    turned into a :class:`Site` only for reports: acquisitions are on every
+    hot path, reports are rare.
+    """
+
+    __slots__ = ("code", "lineno", "lock", "owner", "thread")
+
+    def __init__(self, lock: Any, code: Any, lineno: int, thread: str, owner: Any) -> None:
+        self.lock = lock
+        self.code = code
+        self.lineno = lineno
+        self.thread = thread
+        self.owner = owner  # the greenlet that took it (a coroutine or the thread's root)
+
+    @property
+    def site(self) -> Site:
+        return Site(self.code.co_filename, self.lineno, self.thread)
 
 
 class _State:
@@ -76,27 +87,39 @@ class _State:
 
 
 _state = _State()
-_tls = threading.local()
+
+
+class _ThreadState(threading.local):
+    """Per thread: the held-lock stack and the name reports use."""
+
+    def __init__(self) -> None:
+        self.stack: list[Held] = []
+        self.name = threading.current_thread().name
+
+
+_tls = _ThreadState()
 
 
 def held_stack() -> list[Held]:
     """The calling thread's stack of held locks (outermost first)."""
-    stack: Optional[list[Held]] = getattr(_tls, "stack", None)
-    if stack is None:
-        stack = _tls.stack = []
-    return stack
+    return _tls.stack
 
 
-def acquisition_site() -> Site:
-    """The first frame outside util/'s lock code, for reports."""
-    frame = sys._getframe(1)
-    while (
-        frame.f_back is not None
-        and frame.f_code.co_filename.startswith(_UTIL_DIR)
-        and (frame.f_code.co_filename.endswith(("lockdep.py", "thread.py", "main_loop.py")))
-    ):
+#: code objects of util/'s own locking wrappers, skipped when naming a site
+_WRAPPER_CODES: set[Any] = set()
+
+
+def lockdep_skip_frames_of(*functions: Any) -> None:
+    """Declare wrappers (``__enter__``, ``bql_lock``) that are not a lock's site."""
+    _WRAPPER_CODES.update(fn.__code__ for fn in functions)
+
+
+def caller_frame() -> Any:
+    """The frame that asked for the lock: the first one outside the wrappers."""
+    frame = sys._getframe(2)
+    while frame.f_code in _WRAPPER_CODES and frame.f_back is not None:
         frame = frame.f_back
-    return Site(frame.f_code.co_filename, frame.f_lineno, threading.current_thread().name)
+    return frame
 
 
 def _violation(msg: str) -> None:
@@ -105,31 +128,33 @@ def _violation(msg: str) -> None:
     raise LockOrderError(msg)
 
 
-def lockdep_acquire(lock: Any, site: Site) -> None:
+def lockdep_acquire(lock: Any, entry: Held) -> None:
     """Check taking ``lock`` against every lock this thread holds.
 
     Called before blocking on the lock, so an inversion is reported instead
-    of deadlocking.
+    of deadlocking.  Holding nothing (the common case) costs one test.
     """
+    stack = _tls.stack
+    if not stack:
+        return
     cls = lock.name
     rank = LOCK_RANKS.get(cls)
-    for held in held_stack():
+    for held in stack:
         if held.lock is lock:
-            _violation(f"recursive locking of {cls}: held since {held.site}, again at {site}")
+            _violation(f"recursive locking of {cls}: held since {held.site}, again at {entry.site}")
         hcls = held.lock.name
         hrank = LOCK_RANKS.get(hcls)
         if rank is not None and hrank is not None and hrank >= rank:
             _violation(
-                f"lock order violation: {cls} (rank {rank}) acquired at {site} "
+                f"lock order violation: {cls} (rank {rank}) acquired at {entry.site} "
                 f"while holding {hcls} (rank {hrank}) acquired at {held.site}"
             )
-        _record_edge(hcls, cls, held.site, site)
+        if (hcls, cls) not in _state.edges:
+            _record_edge(hcls, cls, held.site, entry.site)
 
 
 def _record_edge(outer: str, inner: str, outer_site: Site, inner_site: Site) -> None:
     key = (outer, inner)
-    if key in _state.edges:
-        return
     with _state.mutex:
         _state.edges.setdefault(key, (outer_site, inner_site))
         reverse = _state.edges.get((inner, outer))
@@ -141,14 +166,20 @@ def _record_edge(outer: str, inner: str, outer_site: Site, inner_site: Site) -> 
         )
 
 
-def lockdep_acquired(lock: Any, site: Site) -> None:
-    """Push ``lock`` on the calling thread's held stack."""
-    held_stack().append(Held(lock, site, getcurrent()))
+def lockdep_entry(lock: Any) -> Held:
+    """A held-stack entry for ``lock``, naming the caller's frame."""
+    frame = caller_frame()
+    return Held(lock, frame.f_code, frame.f_lineno, _tls.name, getcurrent())
+
+
+def lockdep_acquired(entry: Held) -> None:
+    """Push ``entry`` on the calling thread's held stack."""
+    _tls.stack.append(entry)
 
 
 def lockdep_release(lock: Any) -> None:
     """Pop ``lock`` from the calling thread's held stack (any position)."""
-    stack = held_stack()
+    stack = _tls.stack
     for i in range(len(stack) - 1, -1, -1):
         if stack[i].lock is lock:
             del stack[i]

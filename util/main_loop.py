@@ -30,6 +30,7 @@ from util.aio import (
     aio_wait_has_waiters,
     qemu_set_current_aio_context,
 )
+from util.lockdep import lockdep_skip_frames_of
 from util.thread import QemuMutex
 from util.trace import trace_event
 
@@ -175,6 +176,9 @@ def bql_locked() -> bool:
     """True when the calling thread holds the BQL."""
     loop = _current.loop
     return loop is not None and loop.bql.locked_by_me()
+
+
+lockdep_skip_frames_of(bql_lock)
 
 
 @contextmanager

@@ -16,10 +16,11 @@ from typing import Any, Callable, Optional
 
 from util.lockdep import (
     LockOrderError,
-    acquisition_site,
     lockdep_acquire,
     lockdep_acquired,
+    lockdep_entry,
     lockdep_release,
+    lockdep_skip_frames_of,
 )
 from util.trace import trace_event
 
@@ -42,22 +43,24 @@ class QemuMutex:
 
     def lock(self) -> None:
         """Take the mutex, checking the lock order first (qemu_mutex_lock)."""
-        site = acquisition_site()
-        lockdep_acquire(self, site)
-        trace_qemu_mutex_lock(self.name, site.filename, site.lineno)
+        entry = lockdep_entry(self)
+        lockdep_acquire(self, entry)
+        if trace_qemu_mutex_lock.state:
+            trace_qemu_mutex_lock(self.name, entry.code.co_filename, entry.lineno)
         if not self._lock.acquire(blocking=False):
             trace_qemu_mutex_contended(self.name, self.owner)
             self._lock.acquire()
         self.owner = threading.get_ident()
-        lockdep_acquired(self, site)
-        trace_qemu_mutex_locked(self.name, site.filename, site.lineno)
+        lockdep_acquired(entry)
+        if trace_qemu_mutex_locked.state:
+            trace_qemu_mutex_locked(self.name, entry.code.co_filename, entry.lineno)
 
     def trylock(self) -> bool:
         """Take the mutex if free; never blocks, so never an order violation."""
         if not self._lock.acquire(blocking=False):
             return False
         self.owner = threading.get_ident()
-        lockdep_acquired(self, acquisition_site())
+        lockdep_acquired(lockdep_entry(self))
         return True
 
     def unlock(self) -> None:
@@ -82,6 +85,9 @@ class QemuMutex:
 
     def __repr__(self) -> str:
         return f"<QemuMutex {self.name}>"
+
+
+lockdep_skip_frames_of(QemuMutex.lock, QemuMutex.trylock, QemuMutex.__enter__)
 
 
 def QEMU_LOCK_GUARD(lockable: QemuMutex) -> QemuMutex:
@@ -130,6 +136,9 @@ class QemuCond:
         with self._guard:
             while self._waiters:
                 self._waiters.popleft().release()
+
+
+lockdep_skip_frames_of(QemuCond.wait)
 
 
 class QemuEvent:
