@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from util.aio import (
+    BH_SCHEDULED,
     QEMUBH,
     AioContext,
     aio_bh_new,
@@ -153,9 +154,11 @@ class ChrSources:
                 self._sync_locked(fd)
             for nbh in [*self._bhs.values(), self._ready_bh]:
                 if nbh.bh is not None:
+                    scheduled = nbh.bh.flags & BH_SCHEDULED
                     qemu_bh_delete(nbh.bh)
                     nbh.bh = None
-                    self._bh_schedule_locked(nbh)
+                    if scheduled:
+                        self._bh_schedule_locked(nbh)
             for ntimer in self._timers.values():
                 self._move_timer_locked(ntimer)
 

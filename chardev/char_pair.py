@@ -39,6 +39,7 @@ from chardev.char import (
     qemu_chr_be_can_write,
     qemu_chr_be_event,
     qemu_chr_be_write,
+    qemu_chr_set_feature,
     type_register,
 )
 from chardev.char_io import CHR_READ_BUF_LEN, G_IO_OUT, WatchFunc
@@ -69,7 +70,7 @@ class PairChardev(Chardev):
         #: protected by chr_write_lock
         self.connected = False
         self.read_msgfds: list[int] = []
-        self.features.add(QEMU_CHAR_FEATURE_FD_PASS)
+        qemu_chr_set_feature(self, QEMU_CHAR_FEATURE_FD_PASS)
         self.sources.add_bh("pair_read_bh", self._read_bh)
         self.sources.add_bh("pair_poll_bh", self.chr_read_poll_update)
         self.sources.add_bh("pair_output_bh", self._output_bh)

@@ -31,17 +31,19 @@ from util.markers import requires_bql
 
 @requires_bql
 def qmp_chardev_add(id: str, backend: dict[str, Any]) -> dict[str, Any]:
-    """Create chardev ``id``; returns ChardevReturn."""
+    """Create chardev ``id``; returns ChardevReturn.
+
+    QEMU fills ``pty`` only for the pty backend, which is not emulated, so
+    the result is always ``{}``.
+    """
     if qemu_chr_find(id) is not None:
         raise error_setg("Chardev with id '%s' already exists", id)
     try:
         chr = qemu_chardev_new(id, char_get_class(backend["type"]), backend, None)
     except QapiError as e:
         raise error_prepend(e, "Failed to add chardev '%s': ", id) from None
-    ret: dict[str, Any] = {}
-    if chr.typename == "chardev-pty" and chr.filename is not None:
-        ret["pty"] = chr.filename[len("pty:") :]
-    return ret
+    assert chr.label == id
+    return {}
 
 
 @requires_bql

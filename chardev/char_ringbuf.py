@@ -56,13 +56,16 @@ class RingBufChardev(Chardev):
 def ringbuf_chr_write(d: RingBufChardev, buf: bytes) -> int:
     """Append ``buf``, overwriting the oldest bytes; caller holds chr_write_lock.
 
-    A size-0 ring (QEMU accepts it) keeps nothing.
+    A size-0 ring (QEMU accepts it, then overruns its empty buffer) keeps
+    nothing here.
     """
     n = len(buf)
     if d.size:
-        tail = buf[-d.size :]
-        for i, byte in enumerate(tail, d.prod + n - len(tail)):
-            d.cbuf[i & (d.size - 1)] = byte
+        tail = buf[-d.size :]  # only the newest ``size`` bytes survive
+        start = (d.prod + n - len(tail)) & (d.size - 1)
+        first = min(len(tail), d.size - start)
+        d.cbuf[start : start + first] = tail[:first]
+        d.cbuf[: len(tail) - first] = tail[first:]
     d.prod += n
     d.cons = max(d.cons, d.prod - d.size)
     return n
@@ -72,8 +75,11 @@ def ringbuf_chr_read(d: RingBufChardev, size: int) -> bytes:
     """Take up to ``size`` of the oldest bytes."""
     with d.chr_write_lock:
         n = min(size, d.count())
-        mask = d.size - 1
-        out = bytes(d.cbuf[(d.cons + i) & mask] for i in range(n))
+        if n == 0:
+            return b""
+        start = d.cons & (d.size - 1)
+        out = bytes(d.cbuf[start : start + n])
+        out += bytes(d.cbuf[: n - len(out)])
         d.cons += n
     return out
 

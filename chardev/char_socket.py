@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from chardev.char import (
+    CHR_EVENT_BREAK,
     CHR_EVENT_CLOSED,
     CHR_EVENT_OPENED,
     QEMU_CHAR_FEATURE_FD_PASS,
@@ -46,6 +47,7 @@ from chardev.char import (
     qemu_chr_be_can_write,
     qemu_chr_be_event,
     qemu_chr_be_write,
+    qemu_chr_set_feature,
     qemu_chr_state,
     type_register,
 )
@@ -88,6 +90,17 @@ trace_chr_socket_hangup = trace_event("chr_socket_hangup", "label")
 
 #: At most this many fds are taken from one message (TCP_MAX_FDS).
 TCP_MAX_FDS = 16
+
+# telnet (RFC 854) commands
+IAC = 0xFF
+IAC_BREAK = 0xF3
+#: WILL ECHO, WILL SUPPRESS-GO-AHEAD, WILL BINARY, DO BINARY
+TELNET_INIT = bytes.fromhex("fffb01 fffb03 fffb00 fffd00")
+#: DO EOR, WILL EOR, DO BINARY, WILL BINARY, DO TERMINAL-TYPE, SB TERMINAL-TYPE SEND SE
+TN3270_INIT = bytes.fromhex("fffd19 fffb19 fffd00 fffb00 fffd18 fffa18 01fff0")
+#: tn3270 commands passed on as data (EOR, SB, SE) and ignored (IP, NOP)
+TN3270_KEEP = (0xEF, 0xFA, 0xF0)
+TN3270_SKIP = (0xF4, 0xF1)
 
 
 class TCPChardevState(enum.Enum):
@@ -139,6 +152,11 @@ class SocketChardev(Chardev):
         # the rest is used in the chardev's context (or at creation)
         self.addr: SocketAddress = {}
         self.is_listen = False
+        self.is_telnet = False
+        self.is_tn3270 = False
+        #: telnet input state: 0 off, 1 data, 2 after IAC, 3 in an option
+        self.do_telnetopt = 0
+        self.telnet_init = bytearray()
         self.do_nodelay = False
         self.reconnect_time_ms = 0
         self.listener: Optional[socket.socket] = None
@@ -177,13 +195,17 @@ class SocketChardev(Chardev):
         """qmp_chardev_open_socket: validate, listen or connect; never open yet."""
         self.is_listen = data.get("server", True)
         self.do_nodelay = data.get("nodelay", False)
+        self.is_telnet = data.get("telnet", False)
+        self.is_tn3270 = data.get("tn3270", False)
+        if self.is_listen and (self.is_telnet or self.is_tn3270):
+            self.do_telnetopt = 1
         if data.get("tls-creds") is not None:
             raise error_setg("No TLS credentials with id '%s'", data["tls-creds"])
         self.addr = socket_address_flatten(data["addr"])
         _validate(data, self.is_listen)
-        self.features.add(QEMU_CHAR_FEATURE_RECONNECTABLE)
+        qemu_chr_set_feature(self, QEMU_CHAR_FEATURE_RECONNECTABLE)
         if self.addr["type"] == "unix":
-            self.features.add(QEMU_CHAR_FEATURE_FD_PASS)
+            qemu_chr_set_feature(self, QEMU_CHAR_FEATURE_FD_PASS)
         if not yank_register_instance(chardev_yank_instance(self.label)):
             raise error_setg("duplicate yank instance")
         self.registered_yank = True
@@ -204,11 +226,14 @@ class SocketChardev(Chardev):
         server = ",server=on" if self.is_listen else ""
         a = self.addr
         if a["type"] == "inet":
-            return f"{prefix}tcp:{a['host']}:{a['port']}{server}"
+            return f"{prefix}{self._protocol()}:{a['host']}:{a['port']}{server}"
         extra = ""
         if a.get("abstract"):
             extra = ",abstract=on" + (",tight=on" if a.get("tight") else "")
         return f"{prefix}unix:{a['path']}{extra}{server}"
+
+    def _protocol(self) -> str:
+        return "telnet" if self.is_telnet else "tcp"
 
     def _update_disconnected_filename(self) -> None:
         self.filename = self._address("disconnected:")
@@ -222,9 +247,9 @@ class SocketChardev(Chardev):
             return f"unix:{path}{server}"
         peer = sock.getpeername()
         left, right = ("[", "]") if sock.family == socket.AF_INET6 else ("", "")
-        return (
-            f"tcp:{left}{local[0]}{right}:{local[1]}{server} <-> {left}{peer[0]}{right}:{peer[1]}"
-        )
+        here = f"{left}{local[0]}{right}:{local[1]}"
+        there = f"{left}{peer[0]}{right}:{peer[1]}"
+        return f"{self._protocol()}:{here}{server} <-> {there}"
 
     # ------------------------------------------------------------ server
 
@@ -331,9 +356,10 @@ class SocketChardev(Chardev):
 
     def _connect_done_bh(self) -> None:
         """qemu_chr_socket_connected: the async connect succeeded or failed."""
-        c, self.connecting = self.connecting, None
-        if c is None or self.finalized:
+        c = self.connecting
+        if c is None or self.finalized or (c.result is None and c.error is None):
             return
+        self.connecting = None
         if c.result is None:
             with self.chr_write_lock:
                 self.state = DISCONNECTED
@@ -370,11 +396,74 @@ class SocketChardev(Chardev):
         self.filename = self._compute_filename(sock)
         with self.chr_write_lock:
             self.conn = conn
+        if self.do_telnetopt:
+            self._telnet_init(conn)
+        else:
+            self._tcp_chr_connect(conn)
+
+    def _tcp_chr_connect(self, conn: _Conn) -> None:
+        """The client is set up: CONNECTED, read, and tell the frontend."""
+        self.filename = self._compute_filename(conn.sock)
+        with self.chr_write_lock:
             self.state = CONNECTED
             conn.opened = True
         self.sources.set_reader(conn.hup.fileno(), self._tcp_chr_hup)
         self.chr_read_poll_update()
         qemu_chr_be_event(self, CHR_EVENT_OPENED)
+
+    # ------------------------------------------------------------ telnet
+
+    def _telnet_init(self, conn: _Conn) -> None:
+        """Negotiate binary, no-echo, character mode, then connect (tcp_chr_telnet_init)."""
+        self.telnet_init = bytearray(TN3270_INIT if self.is_tn3270 else TELNET_INIT)
+        self.sources.add_watch(conn.fd, G_IO_OUT, self._telnet_init_io, conn)
+
+    def _telnet_init_io(self, conn: _Conn) -> bool:
+        """Write what is left of the negotiation; the watch stays until done."""
+        if self.conn is not conn:
+            return False
+        ret = io_channel_send(conn.sock, bytes(self.telnet_init))
+        if ret < 0:
+            self._tcp_chr_disconnect()
+            return False
+        del self.telnet_init[:ret]
+        if self.telnet_init:
+            return True
+        self._tcp_chr_connect(conn)
+        return False
+
+    def _process_iac(self, data: bytes) -> list[Optional[bytes]]:
+        """Strip telnet commands (tcp_chr_process_IAC_bytes).
+
+        Returns the data in pieces, with None where an IAC BREAK was: the
+        break is raised between the bytes before and after it.
+        """
+        out: list[Optional[bytes]] = []
+        buf = bytearray()
+        for byte in data:
+            if self.do_telnetopt == 1:
+                if byte == IAC:
+                    self.do_telnetopt = 2
+                else:
+                    buf.append(byte)
+                continue
+            if byte == IAC and self.do_telnetopt == 2:
+                buf.append(IAC)  # IAC IAC is a literal 0xff
+                self.do_telnetopt = 1
+                continue
+            if self.do_telnetopt == 2 and byte == IAC_BREAK:
+                out += [bytes(buf), None]
+                buf.clear()
+                self.do_telnetopt += 1
+            elif self.do_telnetopt == 2 and self.is_tn3270 and byte in TN3270_KEEP:
+                buf += bytes([IAC, byte])
+                self.do_telnetopt += 1
+            elif self.do_telnetopt == 2 and self.is_tn3270 and byte in TN3270_SKIP:
+                self.do_telnetopt += 1
+            self.do_telnetopt += 1
+            if self.do_telnetopt >= 4:
+                self.do_telnetopt = 1
+        return [*out, bytes(buf)]
 
     def chr_update_read_handler(self) -> None:
         """The context changed: sources moved; re-evaluate input there."""
@@ -400,7 +489,11 @@ class SocketChardev(Chardev):
         if not data:
             self._tcp_chr_disconnect()
             return
-        qemu_chr_be_write(self, data)
+        for piece in self._process_iac(data) if self.do_telnetopt else [data]:
+            if piece is None:
+                qemu_chr_be_event(self, CHR_EVENT_BREAK)
+            elif piece:
+                qemu_chr_be_write(self, piece)
         self.chr_read_poll_update()
 
     def _recv(self, conn: _Conn, size: int) -> Optional[bytes]:
@@ -630,6 +723,5 @@ def _validate(data: dict[str, Any], is_listen: bool) -> None:
             raise error_setg("Websocket client is not implemented")
         if "wait" in data:
             raise error_setg("'wait' option is incompatible with socket in client connect mode")
-    for flag in ("telnet", "tn3270", "websocket"):
-        if data.get(flag):
-            raise error_setg("the emulator does not implement the '%s' protocol", flag)
+    if data.get("websocket"):
+        raise error_setg("the emulator does not implement the 'websocket' protocol")

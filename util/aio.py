@@ -337,11 +337,13 @@ def aio_set_fd_handler(
                 del ctx.handlers[fd]
                 ctx.selector.unregister(fd)
         else:
-            ctx.handlers[fd] = AioHandler(fd, io_read, io_write, opaque)
+            # register first: epoll refuses some fds (regular files), and a
+            # refused fd must leave no handler behind
             if had is None:
                 ctx.selector.register(fd, events)
             else:
                 ctx.selector.modify(fd, events)
+            ctx.handlers[fd] = AioHandler(fd, io_read, io_write, opaque)
     if ctx.home_thread != threading.get_ident():
         aio_notify(ctx)
 

@@ -16,7 +16,7 @@ from chardev.char_fe import (
     qemu_chr_fe_init,
     qemu_chr_fe_set_handlers,
 )
-from util.aio import AioContext, aio_bh_schedule_oneshot, aio_poll, aio_timer_new
+from util.aio import AioContext, aio_bh_schedule_oneshot, aio_timer_new
 from util.iothread import IOThread, iothread_create, iothread_destroy, iothread_get_aio_context
 from util.main_loop import MainLoop, iohandler_get_aio_context, main_loop_wait
 from util.thread import QemuEvent, qemu_thread_get_name
@@ -77,13 +77,6 @@ def run_iterations(n: int) -> None:
     """Non-blocking passes of the main loop (for "nothing happens" checks)."""
     for _ in range(n):
         main_loop_wait(nonblocking=True)
-
-
-def poll_ctx_until(ctx: AioContext, cond: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        aio_poll(ctx, False)
 
 
 def _nothing(opaque: Any) -> None:

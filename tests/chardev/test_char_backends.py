@@ -23,7 +23,7 @@ from chardev.char import (
 )
 from chardev.char_fe import G_IO_OUT, qemu_chr_fe_add_watch, qemu_chr_fe_write
 from chardev.char_mux import MuxChardev
-from chardev.char_qmp import qmp_query_chardev
+from chardev.char_qmp import qmp_chardev_add, qmp_query_chardev, qmp_ringbuf_read
 from qapi.error import QapiError
 from tests.chardev.conftest import Frontend, run_until
 from util.qemu_option import qemu_opt_get, qemu_opt_get_bool, qemu_opts_parse
@@ -131,8 +131,6 @@ def test_file_backend_writes_and_appends(chr_state, tmp_path):
 
 
 def test_file_backend_reads_its_in_file_then_closes(chr_state, tmp_path):
-    from chardev.char_qmp import qmp_chardev_add
-
     src = tmp_path / "in.txt"
     src.write_bytes(b"x" * 5000)
     qmp_chardev_add("f", {"type": "file", "data": {"out": str(tmp_path / "o"), "in": str(src)}})
@@ -168,8 +166,6 @@ def test_pipe_backend_falls_back_to_one_path(chr_state, tmp_path):
 
 
 def test_ringbuf_keeps_the_newest_output(chr_state):
-    from chardev.char_qmp import qmp_ringbuf_read
-
     fe = Frontend().attach(chardev("ringbuf,id=r,size=8"))
     assert fe.events == [CHR_EVENT_OPENED]
     assert qemu_chr_fe_write(fe.be, b"abcdefghijk") == 11

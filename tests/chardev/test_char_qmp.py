@@ -27,6 +27,7 @@ from qapi.error import QapiError
 from qapi.qmp_marshal import handler_name, qmp_marshal
 from qapi.schema import qapi_schema
 from tests.chardev.conftest import DEADLINE, Frontend, run_iterations
+from util.yank import chardev_yank_instance, yank_instances
 
 QEMU = "qemu-system-x86_64"
 
@@ -224,8 +225,6 @@ def test_backends_are_listed_in_qemu_order(chr_state):
 
 
 def test_failed_add_leaves_nothing_behind(chr_state, tmp_path):
-    from util.yank import chardev_yank_instance, yank_instances
-
     path = str(tmp_path / "busy.sock")
     assert emu_execute(*add("a", "socket", addr=unix(path), wait=False))["return"] == {}
     before = emu_execute("query-chardev", {})

@@ -12,8 +12,12 @@ import stat
 import pytest
 
 from chardev.char import (
+    CHR_EVENT_BREAK,
     CHR_EVENT_CLOSED,
     CHR_EVENT_OPENED,
+    QEMU_CHAR_FEATURE_FD_PASS,
+    QEMU_CHAR_FEATURE_GCONTEXT,
+    QEMU_CHAR_FEATURE_RECONNECTABLE,
     qemu_chardev_new,
     qemu_chardev_opts,
     qemu_chr_find,
@@ -27,10 +31,12 @@ from chardev.char_fe import (
     qemu_chr_fe_disconnect,
     qemu_chr_fe_get_msgfd,
     qemu_chr_fe_get_msgfds,
+    qemu_chr_fe_init,
+    qemu_chr_fe_set_handlers,
     qemu_chr_fe_write,
 )
 from chardev.char_qmp import qmp_chardev_add, qmp_chardev_remove, qmp_query_chardev
-from chardev.char_socket import SocketChardev
+from chardev.char_socket import TELNET_INIT, TN3270_INIT, SocketChardev
 from tests.chardev.conftest import Frontend, in_thread, run_iterations, run_until
 from util.iothread import iothread_get_aio_context
 from util.qemu_option import qemu_opts_parse
@@ -153,11 +159,15 @@ def test_partial_write_and_watch_keep_the_order(chr_state, tmp_path):
     assert watch["fired"] == 0  # the buffers are full until the client reads
     received = bytearray()
     client.setblocking(False)
-    while len(received) < len(payload):
+
+    def drained() -> bool:
         try:
-            received += client.recv(65536)
+            received.extend(client.recv(1 << 16))
         except BlockingIOError:
-            run_iterations(1)
+            pass
+        return len(received) == len(payload)
+
+    run_until(drained)
     assert received == payload and watch["fired"] > 0
     client.close()
     run_until(lambda: fe.events[-1] == CHR_EVENT_CLOSED)
@@ -325,8 +335,6 @@ def test_handlers_in_an_iothread_see_the_connection(iothread, tmp_path):
         opened.set()
 
     def setup():
-        from chardev.char_fe import qemu_chr_fe_init, qemu_chr_fe_set_handlers
-
         qemu_chr_fe_init(fe.be, chr)
         ctx = iothread_get_aio_context(iothread)
         qemu_chr_fe_set_handlers(fe.be, fe.can_read, fe.read, event, None, fe, ctx, True)
@@ -376,12 +384,6 @@ def test_unix_socket_chardev_features(chr_state, tmp_path, server):
         listener.listen(1)
     data = {"addr": {"type": "unix", "data": {"path": path}}, "server": server}
     chr = qemu_chardev_new("c", SocketChardev, {"type": "socket", "data": data}, None)
-    from chardev.char import (
-        QEMU_CHAR_FEATURE_FD_PASS,
-        QEMU_CHAR_FEATURE_GCONTEXT,
-        QEMU_CHAR_FEATURE_RECONNECTABLE,
-    )
-
     assert chr.features == {
         QEMU_CHAR_FEATURE_FD_PASS,
         QEMU_CHAR_FEATURE_GCONTEXT,
@@ -404,5 +406,41 @@ def test_disconnect_from_the_frontend_lets_the_next_client_in(chr_state, tmp_pat
     run_until(lambda: fe.events.count(CHR_EVENT_OPENED) == 2)
     second.close()
     first.close()
+    run_until(lambda: fe.events[-1] == CHR_EVENT_CLOSED)
+    fe.detach()
+
+
+def test_telnet_server_negotiates_and_strips_commands(chr_state):
+    opts = qemu_opts_parse(
+        qemu_chardev_opts(), "socket,id=tn,host=127.0.0.1,port=0,telnet=on,server=on,wait=off", True
+    )
+    chr = qemu_chr_new_from_opts(opts)
+    port = chr.addr["port"]
+    assert filename("tn") == f"disconnected:telnet:127.0.0.1:{port},server=on"
+    fe = Frontend().attach(chr)
+    client = socket.create_connection(("127.0.0.1", int(port)))
+    run_until(lambda: fe.events == [CHR_EVENT_OPENED])
+    assert recv_exactly(client, len(TELNET_INIT)) == TELNET_INIT  # before anything else
+    cport = client.getsockname()[1]
+    assert filename("tn") == f"telnet:127.0.0.1:{port},server=on <-> 127.0.0.1:{cport}"
+    client.sendall(b"ab\xff\xff\xff\xfb\x01cd\xff\xf3ef")
+    run_until(lambda: fe.data == b"ab\xffcdef")
+    assert fe.events == [CHR_EVENT_OPENED, CHR_EVENT_BREAK]
+    assert fe.chunks == [b"ab\xffcd", b"ef"]  # the break sits between the two
+    client.close()
+    run_until(lambda: fe.events[-1] == CHR_EVENT_CLOSED)
+    fe.detach()
+
+
+def test_tn3270_keeps_record_markers(chr_state, tmp_path):
+    path = str(tmp_path / "tn3270.sock")
+    chr = unix_server("t3", path, tn3270=True)
+    fe = Frontend().attach(chr)
+    client = unix_client(path)
+    run_until(lambda: fe.events == [CHR_EVENT_OPENED])
+    assert recv_exactly(client, len(TN3270_INIT)) == TN3270_INIT
+    client.sendall(b"rec\xff\xefnext\xff\xf1!")
+    run_until(lambda: fe.data == b"rec\xff\xefnext!")
+    client.close()
     run_until(lambda: fe.events[-1] == CHR_EVENT_CLOSED)
     fe.detach()

@@ -267,3 +267,16 @@ def test_poll_from_the_wrong_thread_is_refused(ctx):
     with pytest.raises(AssertionError, match="not its home thread"):
         aio_poll(ctx, False)
     ctx.home_thread = None
+
+
+def test_a_refused_fd_leaves_no_handler(ctx, tmp_path):
+    path = tmp_path / "regular"
+    path.write_bytes(b"x")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(PermissionError):
+            aio_set_fd_handler(ctx, fd, Counter(), None)
+        assert fd not in ctx.handlers
+        aio_set_fd_handler(ctx, fd, None, None)  # removing nothing is fine
+    finally:
+        os.close(fd)
