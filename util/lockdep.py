@@ -29,13 +29,20 @@ from typing import Any
 from greenlet import getcurrent
 
 #: The declared hierarchy (DESIGN.md "Locks"): lower ranks are taken first.
+#: A mux chardev takes its own write lock, then its base chardev's, so its
+#: class sits between the monitor's locks and chr_write_lock.  The leaves
+#: guard chardev bookkeeping and the yank registry and nest nothing.
 LOCK_RANKS: dict[str, int] = {
     "BQL": 1,
     "monitor_lock": 2,
     "qmp_queue_lock": 3,
     "mon_lock": 3,
-    "mon_fdsets_lock": 4,
-    "chr_write_lock": 4,
+    "mux_chr_write_lock": 4,
+    "mon_fdsets_lock": 5,
+    "chr_write_lock": 5,
+    "chr_sources_lock": 6,
+    "chr_pair_lock": 6,
+    "yank_lock": 6,
 }
 
 
