@@ -131,14 +131,20 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
         bql_unlock()
         trace_bql_handoff(True)
         try:
-            loop.selector.select(timeout)
+            keys = loop.selector.select(timeout)
         finally:
             bql_lock()
             trace_bql_handoff(False)
+    else:
+        keys = loop.selector.select(0)
+    ready = {key.fd for key, _ in keys}
     progress = False
     for ctx in ctxs:
         ctx.notify_me = False
-        progress |= aio_dispatch(ctx, ctx.selector.select(0))
+        # the one outer epoll_wait tells which context has fd work, as QEMU's
+        # one ppoll does; a context without any still runs its BHs and timers
+        fds = ctx.selector.select(0) if ctx.fileno() in ready else []
+        progress |= aio_dispatch(ctx, fds)
     return progress
 
 

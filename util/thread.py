@@ -69,7 +69,8 @@ class QemuMutex:
             raise LockOrderError(f"{self.name} unlocked by a thread that does not own it")
         lockdep_release(self)
         self.owner = None
-        trace_qemu_mutex_unlock(self.name)
+        if trace_qemu_mutex_unlock.state:
+            trace_qemu_mutex_unlock(self.name)
         self._lock.release()
 
     def locked_by_me(self) -> bool:

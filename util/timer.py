@@ -163,7 +163,7 @@ class TimerList:
     def run_timers(self) -> bool:
         """Run every expired timer (timerlist_run_timers); True if any ran."""
         progress = False
-        while True:
+        while self.active:  # nothing armed: not even a clock read
             now = qemu_clock_get_ns(self.clock)
             with self.lock:
                 if not self.active or self.active[0].expire_time > now:
@@ -172,6 +172,7 @@ class TimerList:
                 ts.expire_time = -1
             ts.cb(ts.opaque)
             progress = True
+        return progress
 
 
 def timer_new(
