@@ -477,9 +477,11 @@ def monitor_event(opaque: MonitorHMP, event: int) -> None:
             readline_restart(mon.rs)
             readline_show_prompt(mon.rs)
         mon.reset_seen = True
-        g.mon_refcount += 1
+        with g.mon_fdsets_lock:
+            g.mon_refcount += 1
     elif event == CHR_EVENT_CLOSED:
-        g.mon_refcount -= 1
+        with g.mon_fdsets_lock:
+            g.mon_refcount -= 1
         monitor_fdsets_cleanup()
 
 

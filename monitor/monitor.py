@@ -468,6 +468,13 @@ def monitor_cleanup() -> None:
         return qatomic_read(g.qmp_dispatcher_co) is not None
 
     AIO_WAIT_WHILE(qemu_get_aio_context(), dispatcher_alive)
+    # The dispatcher's last request may have resumed a monitor the main loop
+    # serves, scheduling monitor_accept_input in qemu_aio_context after the
+    # wait's last poll of that context.  QEMU never polls it again and never
+    # frees it; the emulator finalises it (qemu_main_loop_cleanup), which
+    # refuses a pending BH.  Run it now, while its monitor still exists
+    # (accept_input BHs in the I/O thread run before iothread_stop's BH).
+    aio_poll(qemu_get_aio_context(), False)
 
     if g.mon_iothread is not None:
         iothread_stop(g.mon_iothread)
@@ -499,7 +506,10 @@ def monitor_init_opts(opts: QemuOpts) -> Monitor:
     if chardev is None:
         raise error_setg("Parameter 'chardev' is missing")
     pretty = qemu_opt_get_bool(opts, "pretty", False)
-    return monitor_init(chardev, mode, pretty, True, mon_id=qemu_opts_id(opts))
+    session_check = qemu_opt_get_bool(opts, "x-session-check", False)
+    return monitor_init(
+        chardev, mode, pretty, True, mon_id=qemu_opts_id(opts), session_check=session_check
+    )
 
 
 def monitor_init(
@@ -509,11 +519,14 @@ def monitor_init(
     allow_hmp: bool,
     mon_id: Optional[str] = None,
     dynamic: bool = False,
+    session_check: bool = False,
 ) -> Monitor:
     """Create a monitor on chardev ``chardev`` (monitor_init).
 
     Raises the protocol error QEMU reports for an unknown chardev, HMP where
-    only QMP is allowed, or ``pretty`` on HMP.
+    only QMP is allowed, or ``pretty`` on HMP.  ``session_check`` is the
+    emulator-only fix of bugs.md entry 3 (``-mon ...,x-session-check=on``),
+    QMP only.
     """
     from monitor.hmp import monitor_init_hmp
     from monitor.qmp import monitor_init_qmp
@@ -524,9 +537,13 @@ def monitor_init(
     if mode is None:
         mode = "readline" if allow_hmp else "control"
     if mode == "control":
-        return monitor_init_qmp(chr, pretty, mon_id=mon_id, dynamic=dynamic)
+        return monitor_init_qmp(
+            chr, pretty, mon_id=mon_id, dynamic=dynamic, session_check=session_check
+        )
     if not allow_hmp:
         raise error_setg("Only QMP is supported")
     if pretty:
         raise error_setg("'pretty' is not compatible with HMP monitors")
+    if session_check:
+        raise error_setg("'x-session-check' is not compatible with HMP monitors")
     return monitor_init_hmp(chr, True, mon_id=mon_id)

@@ -82,10 +82,15 @@ class MonitorQMP(Monitor):
         self.qmp_queue_lock = QemuMutex("qmp_queue_lock")
         #: protected by qmp_queue_lock
         self.qmp_requests: deque[QMPRequest] = deque()
+        #: a client got OPENED and no CLOSED yet (chardev context only); it
+        #: counts in mon_refcount until it goes
+        self.client_open = False
         #: bumped at every CHR_EVENT_OPENED; only read with the session check on
         self.session = 0
         #: emulator switch: drop replies meant for an earlier connection (bugs.md 3)
         self.session_generation_check = False
+        #: main loop only: the session of the in-band request being dispatched
+        self.dispatch_session = 0
 
 
 class MonitorHMP(Monitor):
@@ -182,7 +187,8 @@ class MonitorGlobals:
     mon_fdsets_lock: QemuMutex = field(default_factory=lambda: QemuMutex("mon_fdsets_lock"))
     #: protected by mon_fdsets_lock, sorted by id
     mon_fdsets: list[MonFdset] = field(default_factory=list)
-    #: HMP monitors with a client (fd sets are kept while one is connected)
+    #: protected by mon_fdsets_lock: monitors (QMP or HMP) with a client
+    #: connected; fd sets nothing uses are kept while there is one
     mon_refcount: int = 0
     #: what qmp_dispatch needs from monitor/ and system/ (set at init)
     dispatch_env: Optional[QmpDispatchEnv] = None

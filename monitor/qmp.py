@@ -117,14 +117,17 @@ def monitor_qmp_respond(mon: MonitorQMP, rsp: Optional[dict[str, Any]]) -> None:
         qmp_send_response(mon, rsp)
 
 
-def monitor_qmp_dispatch(mon: MonitorQMP, req: Any) -> None:
+def monitor_qmp_dispatch(mon: MonitorQMP, req: Any, session: Optional[int] = None) -> None:
     """Run one request and reply.
 
     Outside coroutine context for OOB, inside the dispatcher otherwise.
     While negotiating, "command not found" gets a more helpful text.
+    ``session`` is the connection the request came from (an OOB request
+    runs in the thread that handles connection events: the current one).
     """
     g = monitor_globals()
-    session = mon.session
+    if session is None:
+        session = mon.session
     assert mon.commands is not None and g.dispatch_env is not None
     rsp = qmp_dispatch(mon.commands, req, qmp_oob_enabled(mon), mon, g.dispatch_env)
     if rsp is not None and mon.commands is g.qmp_cap_negotiation_commands:
@@ -221,7 +224,8 @@ def _dispatch_request(mon: MonitorQMP, req_obj: QMPRequest) -> None:
     if req_obj.err is None:
         # a JSON null is a request too (QEMU's QNull): only err tells them apart
         trace_monitor_qmp_cmd_in_band(_id_json(req_obj.req))
-        monitor_qmp_dispatch(mon, req_obj.req)
+        mon.dispatch_session = req_obj.session
+        monitor_qmp_dispatch(mon, req_obj.req, req_obj.session)
         return
     trace_monitor_qmp_err_in_band(req_obj.err.desc)
     monitor_qmp_respond(mon, qmp_error_response(req_obj.err))
@@ -306,15 +310,31 @@ def qmp_greeting(mon: MonitorQMP) -> dict[str, Any]:
 def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
     """Chardev events: greet a new client; forget everything of a gone one."""
     if event == CHR_EVENT_OPENED:
+        g = monitor_globals()
         mon.session += 1
-        mon.commands = monitor_globals().qmp_cap_negotiation_commands
+        mon.commands = g.qmp_cap_negotiation_commands
         monitor_qmp_caps_reset(mon)
         qmp_send_response(mon, qmp_greeting(mon))
+        mon.client_open = True
+        with g.mon_fdsets_lock:
+            g.mon_refcount += 1
     elif event == CHR_EVENT_CLOSED:
         # useful only while the backend's output is still open (stdio)
         monitor_qmp_cleanup_queue_and_resume(mon)
         mon.parser = JSONMessageParser()
-        monitor_fdsets_cleanup()
+        monitor_qmp_client_gone(mon)
+
+
+def monitor_qmp_client_gone(mon: MonitorQMP) -> None:
+    """A client left (CLOSED, or cut off by monitor-remove): it no longer
+    holds fd sets.  Runs in the chardev's context, like OPENED/CLOSED."""
+    if not mon.client_open:
+        return
+    mon.client_open = False
+    g = monitor_globals()
+    with g.mon_fdsets_lock:
+        g.mon_refcount -= 1
+    monitor_fdsets_cleanup()
 
 
 def monitor_data_destroy_qmp(mon: MonitorQMP) -> None:
@@ -345,12 +365,17 @@ def monitor_qmp_setup_handlers_bh(mon: MonitorQMP) -> None:
 
 
 def monitor_init_qmp(
-    chr: Chardev, pretty: bool, mon_id: Optional[str] = None, dynamic: bool = False
+    chr: Chardev,
+    pretty: bool,
+    mon_id: Optional[str] = None,
+    dynamic: bool = False,
+    session_check: bool = False,
 ) -> MonitorQMP:
     """Create a QMP monitor on ``chr``; in the I/O thread when it can move there."""
     mon = MonitorQMP(qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT), pretty)
     mon.id = mon_id
     mon.dynamic = dynamic
+    mon.session_generation_check = session_check
     # QEMU starts with no command list, which event broadcast treats as
     # "negotiated"; starting in negotiation mode keeps events away from a
     # client that has not been greeted yet.
@@ -435,6 +460,7 @@ def _monitor_qmp_detach(args: tuple[MonitorQMP, bool]) -> None:
     else:
         qemu_chr_fe_set_handlers(mon.chr, None, None, None, None, None, None, True)
         qemu_chr_fe_disconnect(mon.chr)
+        monitor_qmp_client_gone(mon)  # no CLOSED reaches a detached monitor
     with mon.qmp_queue_lock:
         mon.qmp_requests.clear()
 
@@ -451,4 +477,5 @@ def _monitor_qmp_teardown(mon: MonitorQMP) -> None:
             qemu_chr_fe_remove_watch(mon.chr, mon.out_watch)
             mon.out_watch = 0
     qemu_chr_fe_disconnect(mon.chr)
+    monitor_qmp_client_gone(mon)
     monitor_data_destroy(mon)

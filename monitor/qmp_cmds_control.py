@@ -32,6 +32,10 @@ def qmp_qmp_capabilities(enable: Optional[list[str]]) -> None:
     """
     mon = _cur_qmp()
     g = monitor_globals()
+    if mon.session_generation_check and mon.dispatch_session != mon.session:
+        # bugs.md 3, fixed: the client that asked has gone; the negotiation
+        # state is the next client's now (its reply is dropped too)
+        return
     if mon.commands is g.qmp_commands:
         raise error_set(
             ErrorClass.COMMAND_NOT_FOUND,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -61,9 +62,63 @@ def os_setup_post(daemon_fd: int) -> None:
     os.close(devnull)
 
 
-def qemu_write_pidfile(path: str) -> None:
-    with open(path, "w", encoding="ascii") as f:
-        f.write(f"{os.getpid()}\n")
+class PidfileError(Exception):
+    """qemu_write_pidfile failed; the message is QEMU's."""
+
+
+def qemu_write_pidfile(path: str) -> int:
+    """Create (0600), lock and fill the pid file (util/oslib-posix.c).
+
+    The write lock is held, with the returned fd open, for the life of the
+    process: a second process given the same file fails instead of taking
+    it over.  If the file was removed or replaced between the open and the
+    lock, someone else is racing with us: try again.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise PidfileError(f"Could not create '{path}': {e.strerror}") from None
+        try:
+            b = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            raise PidfileError(f"Cannot stat file: {e.strerror}") from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fcntl(F_SETLK, F_WRLCK)
+        except OSError as e:
+            os.close(fd)
+            raise PidfileError(f"Cannot lock pid file: {e.strerror}") from None
+        try:
+            a = os.stat(path)
+        except OSError:
+            os.close(fd)
+            continue
+        if a.st_ino == b.st_ino:
+            break
+        os.close(fd)
+    pidstr = f"{os.getpid()}\n".encode()
+    try:
+        os.ftruncate(fd, 0)
+    except OSError as e:
+        _unlink_and_close(path, fd)
+        raise PidfileError(f"Failed to truncate pid file: {e.strerror}") from None
+    try:
+        written = os.write(fd, pidstr)
+    except OSError:
+        written = -1
+    if written != len(pidstr):
+        _unlink_and_close(path, fd)
+        raise PidfileError("Failed to write pid file")
+    return fd
+
+
+def _unlink_and_close(path: str, fd: int) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -78,27 +133,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         error_report(str(e))
         return 1
     daemon_fd = os_daemonize() if config.daemonize else None
+    pidfile: Optional[tuple[str, int]] = None
+    if config.pidfile:
+        # qemu_maybe_daemonize: before anything is created; removed at any exit
+        try:
+            pidfile = (os.path.realpath(config.pidfile), qemu_write_pidfile(config.pidfile))
+        except PidfileError as e:
+            error_report(f"cannot create PID file: {e}")
+            return 1
     os_setup_signal_handling()
     try:
-        qemu_init(config)
-    except VlError as e:
-        error_report(str(e))
-        return 1
-    if config.pidfile:
-        qemu_write_pidfile(config.pidfile)
-    if daemon_fd is not None:
-        os_setup_post(daemon_fd)
-    try:
+        try:
+            qemu_init(config)
+        except VlError as e:
+            error_report(str(e))
+            return 1
+        if daemon_fd is not None:
+            os_setup_post(daemon_fd)
         qemu_main_loop()
         qemu_cleanup(config)
         for violation in lockdep_violations():
             error_report(f"lock-order violation: {violation}")
     finally:
-        if config.pidfile:
-            try:
-                os.unlink(config.pidfile)
-            except OSError:
-                pass
+        if pidfile is not None:
+            _unlink_and_close(*pidfile)
     return 0
 
 

@@ -52,7 +52,8 @@ from util.qemu_option import (
     qemu_opts_create,
     qemu_opts_parse,
 )
-from util.trace import trace_enable_events, trace_init_file, trace_list_events
+from util.trace import trace_enable_events, trace_list_events
+from util.trace_chrome import trace_init_output, trace_output_close
 
 #: option name -> takes an argument (the subset of qemu-options.hx emulated)
 QEMU_OPTIONS: dict[str, bool] = {
@@ -84,7 +85,11 @@ monitor threading model. Options take QEMU's syntax:
 -chardev backend,id=id[,...]  create a character device (socket, stdio,
                               file, pipe, ringbuf, memory, null, mux=on)
 -mon [chardev=]name[,mode=readline|control][,pretty=on|off][,id=id]
-                              attach a monitor to a character device
+    [,x-session-check=on|off] attach a monitor to a character device;
+                              x-session-check=on (emulator only, mode=control):
+                              a request whose client disconnects before it
+                              completes has no effect on, and sends no reply
+                              to, the next client (QEMU delivers it there)
 -qmp dev / -qmp-pretty dev    a QMP monitor on dev (unix:PATH,server=on,wait=off,
                               tcp:HOST:PORT,server=on,wait=off, stdio, ...)
 -monitor dev                  an HMP monitor on dev (stdio, mon:stdio, ...)
@@ -98,7 +103,10 @@ monitor threading model. Options take QEMU's syntax:
 -pidfile file                 write the process id to file
 -daemonize                    detach once the monitors are up
 -trace [enable=]pattern[,events=file][,file=file]
-                              enable trace events (log backend)
+                              enable trace events; file=NAME.json writes
+                              Chrome/Perfetto trace-event JSON at exit,
+                              file=NAME.jsonl a record file, any other name
+                              (or none: stderr) the log backend
 -version                      print the version and exit
 -h                            print this help and exit
 
@@ -128,6 +136,8 @@ def qemu_mon_opts() -> QemuOptsList:
         QemuOptDesc("mode", QemuOptType.QEMU_OPT_STRING),
         QemuOptDesc("chardev", QemuOptType.QEMU_OPT_STRING),
         QemuOptDesc("pretty", QemuOptType.QEMU_OPT_BOOL),
+        # emulator only: the fix of bugs.md entry 3, off by default as in QEMU
+        QemuOptDesc("x-session-check", QemuOptType.QEMU_OPT_BOOL),
     )
     return QemuOptsList("mon", desc, implied_opt_name="chardev")
 
@@ -300,7 +310,12 @@ def add_default_monitors(config: VlConfig) -> None:
 
 
 def configure_traces(config: VlConfig) -> None:
-    """-trace enable=PATTERN,events=FILE,file=FILE (log backend)."""
+    """-trace enable=PATTERN,events=FILE,file=FILE.
+
+    The backend follows the file name: ``.json`` Chrome/Perfetto JSON,
+    ``.jsonl`` the record file, anything else the log backend
+    (util/trace_chrome.py's trace_init_output).
+    """
     lst = qemu_trace_opts()
     for loc, optarg in config.traces:
         opts = _parse_group(config, lst, optarg, loc)
@@ -314,7 +329,10 @@ def configure_traces(config: VlConfig) -> None:
         for pattern in patterns:
             if not trace_enable_events(pattern) and "*" not in pattern:
                 warn_report(f"{loc}: trace event '{pattern.lstrip('-')}' does not exist")
-        trace_init_file(qemu_opt_get(opts, "file"))
+        try:
+            trace_init_output(qemu_opt_get(opts, "file"))
+        except OSError as e:
+            raise VlError(loc, f"cannot open trace file: {e.strerror}") from None
     if config.traces and not trace_list_events():
         raise VlError("-trace", "no trace events are declared")
 
@@ -370,6 +388,7 @@ def qemu_cleanup(config: VlConfig) -> None:
     monitor_cleanup()
     qemu_chr_cleanup()
     qemu_main_loop_cleanup()
+    trace_output_close()  # every thread has stopped: the Chrome JSON is complete
     if config.default_qmp_path:
         try:
             os.rmdir(os.path.dirname(config.default_qmp_path))

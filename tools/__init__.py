@@ -1,1 +1,4 @@
-"""Command-line tools: benchmarks, trace export and pictures, transcript capture (run as ``python -m tools.NAME``)."""
+"""Command-line tools: benchmarks, trace export and pictures, transcript capture.
+
+Run each as ``python -m tools.NAME`` from the repository root.
+"""

@@ -5,7 +5,10 @@ files, with :func:`trace_event`.  A disabled event costs one attribute test;
 enabling is by glob pattern (``-trace enable=monitor_*``).  Two backends:
 ``log`` writes a line to stderr (or a file) with pid, time and thread name, as
 QEMU's log backend does; ``memory`` keeps :class:`TraceRecord` objects for
-tests and tools (timelines, Perfetto export).  Runs in any thread.
+tests and tools (timelines, Perfetto export).  Other backends (the Chrome
+trace-event JSON file and the record file of util/trace_chrome.py) attach as
+*sinks*: callables handed every emitted record, in emission order, under the
+backend lock.  Runs in any thread.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class _Backends:
         self.lock = threading.Lock()
         self.log_file: Optional[IO[str]] = None
         self.memory: Optional[list[TraceRecord]] = None
+        #: extra backends; called with each record while ``lock`` is held
+        self.sinks: list[Callable[[TraceRecord], None]] = []
 
 
 _events: dict[str, TraceEvent] = {}
@@ -125,6 +130,24 @@ def trace_memory_stop() -> list[TraceRecord]:
     return records
 
 
+def trace_sink_add(sink: Callable[[TraceRecord], None]) -> None:
+    """Hand every emitted record to ``sink`` too (file backends in util/trace_chrome.py).
+
+    The sink runs under the backend lock, so records reach it one at a time in
+    the order they were emitted; it must not emit trace events itself.
+    """
+    with _backends.lock:
+        if sink not in _backends.sinks:
+            _backends.sinks.append(sink)
+
+
+def trace_sink_remove(sink: Callable[[TraceRecord], None]) -> None:
+    """Stop calling ``sink``; once this returns it is never called again."""
+    with _backends.lock:
+        if sink in _backends.sinks:
+            _backends.sinks.remove(sink)
+
+
 def _emit(ev: TraceEvent, values: tuple[Any, ...]) -> None:
     thread = threading.current_thread()
     rec = TraceRecord(
@@ -137,6 +160,8 @@ def _emit(ev: TraceEvent, values: tuple[Any, ...]) -> None:
     with _backends.lock:
         if _backends.memory is not None:
             _backends.memory.append(rec)
+        for sink in _backends.sinks:
+            sink(rec)
         out = _backends.log_file
         if out is not None:
             now = time.time()
