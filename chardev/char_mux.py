@@ -283,9 +283,16 @@ def mux_chr_read(opaque: MuxChardev, data: bytes) -> int:
     i = 0
     while i < len(data):
         if d.term_got_escape or data[i] == esc:
+            focus = d.focus
             if _mux_proc_byte(d, data[i], esc):
                 _mux_feed(d, data[i : i + 1], force=True)
             i += 1
+            if d.focus != focus:
+                # QEMU reads a byte per pass: the new focus handles MUX_IN
+                # (an HMP monitor prints its prompt) before it sees the next
+                # byte.  Stop here; the base offers the rest again next pass.
+                qemu_chr_fe_accept_input(d.chr_be)
+                return i
             continue
         end = data.find(bytes([esc]), i)
         end = len(data) if end < 0 else end

@@ -253,15 +253,7 @@ def emulator_mux_transcript(path: str, mux_steps: list[tuple[bytes, bytes]]) -> 
     "mux_steps",
     [
         pytest.param(MUX_STEPS, id="keys-after-focus-switch-sent-later"),
-        pytest.param(
-            MUX_STEPS_ONE_CHUNK,
-            id="keys-after-focus-switch-in-one-chunk",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="chardev/char_mux.py hands the bytes after C-a c to the new focus "
-                "in the same read, before its monitor_accept_input BH prints the prompt",
-            ),
-        ),
+        pytest.param(MUX_STEPS_ONE_CHUNK, id="keys-after-focus-switch-in-one-chunk"),
     ],
 )
 def test_mux_transcript_matches_qemu(
