@@ -36,6 +36,7 @@ from monitor.trace import (
     trace_monitor_suspend,
 )
 from qapi.error import error_setg
+from qapi.json_writer import to_json
 from qapi.qmp_dispatch import QmpDispatchEnv
 from qapi.qmp_event import qapi_event_build
 from qapi.schema import Schema
@@ -128,10 +129,10 @@ def monitor_cur() -> Optional[Monitor]:
 
 
 def monitor_set_cur(co: Coroutine, mon: Optional[Monitor]) -> Optional[Monitor]:
-    """Make ``mon`` current for ``co``; returns the previous one."""
-    old = monitor_cur()
+    """Make ``mon`` current for ``co``; returns the previous one (one lock, as QEMU)."""
     g = monitor_globals()
     with g.monitor_lock:
+        old = g.coroutine_mon.get(co)
         if mon is not None:
             g.coroutine_mon[co] = mon
         else:
@@ -242,12 +243,16 @@ EVENT_RATE_NS = 1000 * SCALE_MS
 
 def monitor_qapi_event_emit(g: MonitorGlobals, event: str, qdict: dict[str, Any]) -> None:
     """Send to every QMP monitor past negotiation; caller holds monitor_lock."""
-    from monitor.qmp import qmp_send_response
+    from monitor.qmp import qmp_send_response_text
 
     trace_monitor_protocol_event_emit(event, qdict)
+    texts: dict[bool, str] = {}  # serialised once per layout, not once per monitor
     for mon in g.mon_list:
         if isinstance(mon, MonitorQMP) and mon.commands is not g.qmp_cap_negotiation_commands:
-            qmp_send_response(mon, qdict)
+            text = texts.get(mon.pretty)
+            if text is None:
+                text = texts[mon.pretty] = to_json(qdict, mon.pretty)
+            qmp_send_response_text(mon, text)
 
 
 def monitor_qapi_event_queue_no_reenter(event: str, qdict: dict[str, Any]) -> None:

@@ -106,7 +106,11 @@ def monitor_qmp_cleanup_queue_and_resume(mon: MonitorQMP) -> None:
 
 def qmp_send_response(mon: MonitorQMP, rsp: dict[str, Any]) -> None:
     """Serialise ``rsp`` (pretty if asked) and write it with a newline."""
-    text = to_json(rsp, mon.pretty)
+    qmp_send_response_text(mon, to_json(rsp, mon.pretty))
+
+
+def qmp_send_response_text(mon: MonitorQMP, text: str) -> None:
+    """Write an already serialised message (an event shared by many monitors)."""
     trace_monitor_qmp_respond(mon.name, text)
     monitor_puts(mon, text + "\n")
 
