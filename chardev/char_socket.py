@@ -65,7 +65,7 @@ from chardev.sockets import (
 )
 from qapi.error import QapiError, error_setg
 from util.error_report import error_report
-from util.osdep import POLLOUT, FdHangupNotifier, qemu_poll_fd
+from util.osdep import POLLOUT, FdHangupNotifier, qemu_close_fds, qemu_poll_fd
 from util.qemu_option import (
     QemuOpts,
     qemu_opt_find,
@@ -527,13 +527,13 @@ class SocketChardev(Chardev):
             os.set_blocking(fd, True)  # O_NONBLOCK survives SCM_RIGHTS
         with self.chr_write_lock:
             old, self.read_msgfds = self.read_msgfds, list(fds)
-        _close_fds(old)
+        qemu_close_fds(old)
 
     def get_msgfds(self, num: int) -> Optional[list[int]]:
         """tcp_get_msgfds: take up to ``num`` fds, close the others."""
         with self.chr_write_lock:
             fds, self.read_msgfds = self.read_msgfds, []
-        _close_fds(fds[num:])
+        qemu_close_fds(fds[num:])
         return fds[:num]
 
     def _tcp_chr_hup(self) -> None:
@@ -581,7 +581,7 @@ class SocketChardev(Chardev):
         self.state = DISCONNECTED
         self.closing.append(conn)
         fds, self.read_msgfds = self.read_msgfds, []
-        _close_fds(fds)
+        qemu_close_fds(fds)
         self._update_disconnected_filename()
         return True
 
@@ -659,14 +659,6 @@ def _yank_connection(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def _close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def _parse_flags(opts: QemuOpts, data: dict[str, Any]) -> None:

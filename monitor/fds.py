@@ -16,20 +16,13 @@ from chardev.char_fe import qemu_chr_fe_get_msgfd
 from monitor.monitor import monitor_cur, monitor_globals
 from monitor.monitor_internal import MonFdset, MonFdsetFd, Monitor
 from qapi.error import error_setg
+from util.osdep import qemu_close_fds
 
 
 def _current_monitor() -> Monitor:
     mon = monitor_cur()
     assert mon is not None, "fd commands run on behalf of a monitor"
     return mon
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def _take_passed_fd(mon: Monitor) -> int:
@@ -87,7 +80,7 @@ def monitor_fdsets_cleanup() -> None:
     to_close: list[int] = []
     with g.mon_fdsets_lock:
         g.mon_fdsets = [s for s in g.mon_fdsets if not monitor_fdset_cleanup_locked(s, to_close)]
-    _close_all(to_close)
+    qemu_close_fds(to_close)
 
 
 def monitor_fdset_add_fd(fd: int, fdset_id: Optional[int], opaque: Optional[str]) -> dict[str, Any]:
@@ -141,7 +134,7 @@ def qmp_remove_fd(fdset_id: int, fd: Optional[int] = None) -> None:
                 entry.removed = True
             if found and monitor_fdset_cleanup_locked(fdset, to_close):
                 g.mon_fdsets.remove(fdset)
-    _close_all(to_close)
+    qemu_close_fds(to_close)
     if not found:
         name = f"fdset-id:{fdset_id}" if fd is None else f"fdset-id:{fdset_id}, fd:{fd}"
         raise error_setg("File descriptor named '%s' not found", name)

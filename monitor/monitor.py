@@ -9,7 +9,6 @@ loop thread with the BQL.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -65,6 +64,7 @@ from util.iothread import (
 )
 from util.main_loop import iohandler_get_aio_context, qemu_get_aio_context
 from util.markers import main_loop_only
+from util.osdep import qemu_close_fds
 from util.qemu_option import QemuOpts, qemu_opt_get, qemu_opt_get_bool, qemu_opts_id
 from util.readline import readline_restart, readline_show_prompt
 from util.thread import QemuThreadLocal
@@ -436,19 +436,9 @@ def monitor_data_destroy(mon: Monitor) -> None:
         mon.outbuf.clear()
         fds = list(mon.fds.values())
         mon.fds.clear()
-    _close_fds(fds)
+    qemu_close_fds(fds)
 
 
-def _close_fds(fds: list[int]) -> None:
-    """Close fds after dropping mon_lock, as fds.c does."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-@main_loop_only
 def monitor_cleanup() -> None:
     """Tear the monitors down in QEMU's order (invariant 4 of DESIGN.md).
 

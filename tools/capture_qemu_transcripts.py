@@ -15,7 +15,7 @@ Only the greeting's version/package and event timestamps are masked
 
 Usage (from the repository root)::
 
-    python tools/capture_qemu_transcripts.py [--output PATH] [--check]
+    python -m tools.capture_qemu_transcripts [--output PATH] [--check]
 
 ``--check`` captures afresh and fails if the result differs from the file.
 Runs in the main thread only; QEMU is the only other process involved.
@@ -32,11 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.integration.harness import (  # noqa: E402
+from tests.integration.harness import (
     PROBE,
     QEMU_BINARY,
     QMPLine,
@@ -44,7 +40,9 @@ from tests.integration.harness import (  # noqa: E402
     mask_raw,
     monitor_args,
 )
-from tests.integration.test_qmp_protocol import HMP, IDS, MALFORMED  # noqa: E402
+from tests.integration.test_qmp_protocol import HMP, IDS, MALFORMED
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_OUTPUT = REPO_ROOT / "tests" / "integration" / "data" / "qemu72_transcripts.json"
 

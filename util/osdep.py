@@ -9,6 +9,7 @@ that polling stays in util/ (DESIGN.md's one rule):
   with an AioContext.
 * :func:`qemu_poll_fd` -- a blocking wait for one fd (``poll(2)``), used
   where QEMU retries a write until it fits (``qemu_chr_write_all``).
+* :func:`qemu_close_fds` -- close fds collected under a lock, after dropping it.
 * :class:`FdHangupNotifier` -- an fd that becomes readable when another fd
   hangs up, whatever data is queued on it.  glib lets QEMU watch ``G_IO_HUP``
   alone; a selector cannot, because asking for readability spins while
@@ -21,7 +22,9 @@ Runs in any thread.
 
 from __future__ import annotations
 
+import os
 import select
+from collections.abc import Iterable
 from typing import Optional
 
 POLLIN = select.POLLIN
@@ -66,3 +69,16 @@ class FdHangupNotifier:
 
     def close(self) -> None:
         self._epoll.close()
+
+
+def qemu_close_fds(fds: Iterable[int]) -> None:
+    """Close each fd, ignoring ones already gone.
+
+    Callers collect fds under their lock and close them after dropping it,
+    as QEMU's fds.c does: close() may block, and never under a mutex.
+    """
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
