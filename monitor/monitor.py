@@ -140,11 +140,6 @@ def monitor_set_cur(co: Coroutine, mon: Optional[Monitor]) -> Optional[Monitor]:
     return old
 
 
-def monitor_cur_is_qmp() -> bool:
-    mon = monitor_cur()
-    return mon is not None and mon.is_qmp
-
-
 def monitor_is_hmp_non_interactive(mon: Monitor) -> bool:
     return isinstance(mon, MonitorHMP) and not mon.use_readline
 

@@ -23,6 +23,7 @@ from chardev.char import (
     qemu_chr_parse_compat,
     qemu_chr_state,
 )
+from chardev.char_mux import resume_mux_open, suspend_mux_open
 from monitor.hmp import monitor_init_hmp
 from monitor.monitor import (
     monitor_cleanup,
@@ -348,8 +349,11 @@ def qemu_init(config: VlConfig) -> None:
     qmp_init_commands(g)
     qemu_chr_state().monitor_init_hmp = lambda chr: monitor_init_hmp(chr, True)
     add_default_monitors(config)
+    # muxes hold OPENED back until every frontend on them exists, as vl.c does
+    suspend_mux_open()
     _create_chardevs(config)
     _create_monitors(config)
+    resume_mux_open()
     if config.default_qmp_path:
         error_report(f"QMP monitor listening on unix:{config.default_qmp_path}")
     rs.phase_advance(rs.MachinePhase.MACHINE_CREATED)

@@ -154,10 +154,6 @@ class AioContext:
         return f"<AioContext {self.name}>"
 
 
-def aio_context_new(name: str) -> AioContext:
-    return AioContext(name)
-
-
 def aio_context_finalize(ctx: AioContext) -> None:
     """Release the context; a BH still alive is a leak and is named."""
     if ctx.finalized:

@@ -88,7 +88,3 @@ qatomic_mb_read = qatomic_read
 qatomic_mb_set = qatomic_set
 qatomic_load_acquire = qatomic_read
 qatomic_store_release = qatomic_set
-
-
-def smp_mb() -> None:
-    """Full barrier: a no-op, the interpreter is sequentially consistent."""

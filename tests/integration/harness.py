@@ -386,7 +386,10 @@ class Instance:
                     )
                 if time.monotonic() >= end:
                     raise TimeoutError(f"{self.target}: {path} did not appear within {deadline}s")
-                _poll_pause()
+                try:  # waiting for the process to die is the pause: an exit is seen at once
+                    self.proc.wait(timeout=POLL_PAUSE)
+                except subprocess.TimeoutExpired:
+                    pass
 
     def wait_until_served(self, deadline: float = DEADLINE) -> None:
         """Return once every monitor answers a clean greeting + qmp_capabilities round trip.
@@ -524,9 +527,15 @@ def _assert_reaped(pid: int) -> None:
     assert not (state == "Z" and ppid == os.getpid()), f"pid {pid} left a zombie"
 
 
+#: seconds between two polls of another process's state
+POLL_PAUSE = 0.01
+
+
 def _poll_pause() -> None:
-    """The pause between two polls of another process's state (bounded loops only)."""
-    time.sleep(0.01)
+    """The pause between two polls of another process's state, for what gives
+    no notification to wait on: a listening socket being created, a FIFO's
+    reader opening it.  Only in loops bounded by a deadline."""
+    time.sleep(POLL_PAUSE)
 
 
 #: QEMU 7.2 sometimes aborts when a client connects inside the startup window
