@@ -228,6 +228,9 @@ class Chardev:
         self.sources.add_bh("chr_input", self.chr_input_bh)
         #: input the frontend has not taken yet; only the context thread
         self.pending = b""
+        #: True while input is being offered to the frontend (context thread):
+        #: an accept_input from inside its read callback must not nest
+        self.offering = False
         self.finalized = False
 
     def __repr__(self) -> str:
@@ -326,8 +329,12 @@ class Chardev:
         """Context thread: offer pending input again, then resume reading."""
         if self.finalized:
             return
-        self.chr_accept_input()
-        qemu_chr_be_flush(self)
+        was, self.offering = self.offering, True
+        try:
+            self.chr_accept_input()
+            qemu_chr_be_flush(self)
+        finally:
+            self.offering = was
         self.chr_read_poll_update()
 
 
@@ -384,7 +391,11 @@ def qemu_chr_be_flush(chr: Chardev) -> None:
         chr.pending = b""
         return
     data = chr.pending
-    taken = be.chr_read(be.opaque, data)
+    was, chr.offering = chr.offering, True
+    try:
+        taken = be.chr_read(be.opaque, data)
+    finally:
+        chr.offering = was
     n = len(data) if taken is None else taken
     assert 0 <= n <= len(data), f"read callback took {n} of {len(data)} bytes"
     trace_chr_be_write(chr.label, len(data), n)

@@ -247,9 +247,19 @@ def qemu_chr_fe_remove_watch(be: CharBackend, tag: int) -> bool:
 
 
 def qemu_chr_fe_accept_input(be: CharBackend) -> None:
-    """The frontend can take input again: re-offer what is pending, resume reading."""
+    """The frontend can take input again: re-offer what is pending, resume reading.
+
+    In the chardev's context thread this runs at once, as QEMU calls
+    chr_accept_input directly; from another thread, or from inside the
+    frontend's own read callback (the offer in progress must finish first),
+    it runs in a BH of that context.
+    """
     s = be.chr
-    if s is not None:
+    if s is None:
+        return
+    if not s.offering and in_context_thread(s.sources.context()):
+        s.chr_input_bh()
+    else:
         s.sources.bh_schedule("chr_input")
 
 

@@ -11,7 +11,8 @@ together when a frontend binds the chardev to another context:
   registration per fd (an AioContext has one handler pair per fd);
 * fds that epoll refuses (regular files, ``/dev/null``) are treated as
   always ready, as glib's ``poll()`` reports them, by a bottom half that runs
-  the reader once per loop pass while it is wanted;
+  the reader once per loop pass while it is wanted; an fd's entry, with that
+  pollability test, lives until the backend ``detach``es the fd;
 * named bottom halves and timers are created in the current context and
   recreated in the new one on a move;
 * watch tags are per chardev, starting at 1 (0 means "no watch", as with
@@ -247,8 +248,15 @@ class ChrSources:
                 aio_set_fd_handler(self._ctx, fd, None, None)
             return entry.watches
 
-    def _sync_locked(self, fd: int) -> None:
-        """Make the context's registration of ``fd`` match what is wanted."""
+    def _sync_locked(self, fd: int, keep_in: bool = True) -> None:
+        """Make the context's registration of ``fd`` match what is wanted.
+
+        Read interest is dropped lazily (``keep_in``): a reader paused by flow
+        control stays in the epoll set until the fd turns readable while
+        nobody wants it (:meth:`_io_read` then drops it), so a monitor's
+        suspend and resume around each request cost no epoll_ctl when no input
+        arrives meanwhile, as glib merely leaves such an fd out of its polls.
+        """
         entry = self._fds[fd]
         ctx = self._context_locked()
         want_in = entry.reader is not None or any(w.cond & G_IO_IN for w in entry.watches)
@@ -257,25 +265,31 @@ class ChrSources:
             if want_in or want_out:
                 self._bh_schedule_locked(self._ready_bh)
             return
-        if entry.registered != (want_in, want_out):
+        reg_in = want_in or (keep_in and entry.registered[0])
+        if entry.registered != (reg_in, want_out):
             aio_set_fd_handler(
                 ctx,
                 fd,
-                self._io_read if want_in else None,
+                self._io_read if reg_in else None,
                 self._io_write if want_out else None,
                 fd,
             )
-            entry.registered = (want_in, want_out)
-        if not want_in and not want_out:
-            del self._fds[fd]
+            entry.registered = (reg_in, want_out)
 
     def _io_read(self, fd: int) -> None:
         entry = self._fds.get(fd)
         if entry is None:
             return
-        if entry.reader is not None:
-            entry.reader()
-        self._fire(fd, G_IO_IN)
+        reader = entry.reader
+        if reader is not None:
+            reader()
+        elif not any(w.cond & G_IO_IN for w in entry.watches):
+            with self.lock:  # paused (see _sync_locked): out of the poll set now
+                if self._fds.get(fd) is entry and entry.reader is None:
+                    self._sync_locked(fd, keep_in=False)
+            return
+        if entry.watches:
+            self._fire(fd, G_IO_IN)
 
     def _io_write(self, fd: int) -> None:
         self._fire(fd, G_IO_OUT)

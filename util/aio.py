@@ -1,7 +1,7 @@
 """AioContext: QEMU's event loop core (include/block/aio.h, util/async.c,
 util/aio-posix.c, util/aio-wait.c).
 
-An AioContext owns fd handlers (polled with ``selectors``), bottom halves,
+An AioContext owns fd handlers (polled with an epoll object), bottom halves,
 timers and the coroutines scheduled into it.  ``aio_poll(ctx, blocking)`` is
 the only place its callbacks run, always in the context's home thread: the
 main loop thread for ``qemu_aio_context`` and ``iohandler_ctx``, the IOThread's
@@ -18,7 +18,7 @@ that frees it, and finalising a context that still has a live BH names it.
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import threading
 import weakref
 from collections import deque
@@ -34,8 +34,6 @@ from util.coroutine import (
 )
 from util.error_report import report_callback_exception
 from util.timer import (
-    QEMU_CLOCK_REALTIME,
-    QEMU_CLOCK_VIRTUAL,
     QEMUClockType,
     QEMUTimer,
     TimerList,
@@ -48,6 +46,13 @@ trace_aio_co_schedule = trace_event("aio_co_schedule", "ctx", "co")
 trace_aio_co_schedule_bh_cb = trace_event("aio_co_schedule_bh_cb", "ctx", "co")
 
 Callback = Callable[[Any], None]
+#: what one ``epoll.poll`` returns: (fd, event mask) pairs
+Ready = list[tuple[int, int]]
+
+# epoll reports errors and hang-ups whatever was asked; like ``selectors``,
+# they count as both readable and writable, so the handler sees the EOF.
+_READ_EVENTS = ~select.EPOLLOUT
+_WRITE_EVENTS = ~select.EPOLLIN
 
 # BH flags (async.c)
 BH_PENDING = 1  # queued in the context's list
@@ -103,17 +108,23 @@ class QEMUBH:
 
 
 class AioHandler:
-    """The read/write callbacks registered for one fd."""
+    """The read/write callbacks registered for one fd, and its epoll events."""
 
-    __slots__ = ("fd", "io_read", "io_write", "opaque")
+    __slots__ = ("events", "fd", "io_read", "io_write", "opaque")
 
     def __init__(
-        self, fd: int, io_read: Optional[Callback], io_write: Optional[Callback], opaque: Any
+        self,
+        fd: int,
+        io_read: Optional[Callback],
+        io_write: Optional[Callback],
+        opaque: Any,
+        events: int,
     ) -> None:
         self.fd = fd
         self.io_read = io_read
         self.io_write = io_write
         self.opaque = opaque
+        self.events = events
 
 
 _contexts: weakref.WeakSet[AioContext] = weakref.WeakSet()
@@ -126,10 +137,10 @@ class AioContext:
         self.name = name
         #: ident of the only thread allowed to poll; set by who owns the context
         self.home_thread: Optional[int] = None
-        self.selector = selectors.DefaultSelector()
+        self.epoll = select.epoll()
         self.notifier = EventNotifier()
-        self.selector.register(self.notifier.rfd, selectors.EVENT_READ, None)
-        self.list_lock = threading.Lock()  # fd handler table and selector
+        self.epoll.register(self.notifier.rfd, select.EPOLLIN)
+        self.list_lock = threading.Lock()  # fd handler table and epoll set
         self.handlers: dict[int, AioHandler] = {}
         self.bh_lock = threading.Lock()  # BH list and flags
         self.bh_list: list[QEMUBH] = []
@@ -142,13 +153,15 @@ class AioContext:
         self.tlg: dict[QEMUClockType, TimerList] = {
             clock: TimerList(clock, aio_notify, self) for clock in QEMUClockType
         }
+        #: the same timer lists, for the per-pass scans
+        self.timer_lists = tuple(self.tlg.values())
         self.finalized = False
         self.co_schedule_bh = aio_bh_new(self, co_schedule_bh_cb, self, "co_schedule_bh")
         _contexts.add(self)
 
     def fileno(self) -> int:
         """The fd that becomes readable when this context has work (its epoll fd)."""
-        return self.selector.fileno()
+        return self.epoll.fileno()
 
     def __repr__(self) -> str:
         return f"<AioContext {self.name}>"
@@ -162,7 +175,7 @@ def aio_context_finalize(ctx: AioContext) -> None:
     _free_deleted_bhs(ctx)
     leaked = sorted(bh.name for bh in ctx.live_bhs)
     ctx.finalized = True
-    ctx.selector.close()
+    ctx.epoll.close()
     ctx.notifier.close()
     if leaked:
         raise AssertionError(f"AioContext {ctx.name} has leaked BH(s): {', '.join(leaked)}")
@@ -217,15 +230,14 @@ def aio_notify(ctx: AioContext) -> None:
         ctx.notifier.set()
 
 
-def aio_notify_accept(ctx: AioContext, fired: bool) -> None:
+def aio_notify_accept(ctx: AioContext) -> None:
     """Consume a notification before running callbacks (so none is lost).
 
-    ``fired`` says the poll saw the eventfd readable; it is drained then,
-    whatever ``notified`` says, or a later blocking poll would spin on it.
+    The eventfd itself is drained by its handler in the same pass (as
+    ``aio_context_notifier_cb`` does): only ``notify_me`` pollers get it
+    written, and ``notify_me`` is already clear here.
     """
     ctx.notified = False
-    if fired:
-        ctx.notifier.test_and_clear()
 
 
 # ---------------------------------------------------------------- bottom halves
@@ -286,6 +298,8 @@ def qemu_bh_delete(bh: QEMUBH) -> None:
 
 def aio_bh_poll(ctx: AioContext) -> bool:
     """Run the BHs scheduled before this call; BHs scheduled meanwhile wait."""
+    if not ctx.bh_list:
+        return False  # a BH queued right after this test also notified the context
     with ctx.bh_lock:
         bhs, ctx.bh_list = ctx.bh_list, []
     progress = False
@@ -298,7 +312,8 @@ def aio_bh_poll(ctx: AioContext) -> bool:
         if flags & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED:
             if not flags & BH_IDLE:
                 progress = True
-            trace_aio_bh_run(ctx.name, bh.name)
+            if trace_aio_bh_run.state:
+                trace_aio_bh_run(ctx.name, bh.name)
             try:
                 bh.cb(bh.opaque)
             except Exception as exc:
@@ -325,40 +340,45 @@ def aio_set_fd_handler(
 
     Safe from any thread: the poller is kicked so it sees the change.
     """
-    events = (selectors.EVENT_READ if io_read else 0) | (selectors.EVENT_WRITE if io_write else 0)
+    events = (select.EPOLLIN if io_read else 0) | (select.EPOLLOUT if io_write else 0)
     with ctx.list_lock:
         had = ctx.handlers.get(fd)
         if not events:
             if had is not None:
                 del ctx.handlers[fd]
-                ctx.selector.unregister(fd)
+                try:
+                    ctx.epoll.unregister(fd)
+                except OSError:
+                    pass  # closed already: the kernel dropped it
         else:
             # register first: epoll refuses some fds (regular files), and a
             # refused fd must leave no handler behind
             if had is None:
-                ctx.selector.register(fd, events)
-            else:
-                ctx.selector.modify(fd, events)
-            ctx.handlers[fd] = AioHandler(fd, io_read, io_write, opaque)
+                ctx.epoll.register(fd, events)
+            elif had.events != events:
+                ctx.epoll.modify(fd, events)
+            ctx.handlers[fd] = AioHandler(fd, io_read, io_write, opaque, events)
     if ctx.home_thread != threading.get_ident():
         aio_notify(ctx)
 
 
-def _aio_dispatch_handlers(ctx: AioContext, ready: list[tuple[selectors.SelectorKey, int]]) -> bool:
+def _aio_dispatch_handlers(ctx: AioContext, ready: Ready) -> bool:
     progress = False
-    for key, mask in ready:
-        fd = key.fd
-        if fd == ctx.notifier.rfd:
+    handlers = ctx.handlers
+    notifier = ctx.notifier
+    for fd, mask in ready:
+        if fd == notifier.rfd:
+            notifier.test_and_clear()  # aio_context_notifier_cb: not progress
             continue
-        node = ctx.handlers.get(fd)
+        node = handlers.get(fd)
         if node is None:
             continue  # removed since the poll returned
         try:
-            if mask & selectors.EVENT_READ and node.io_read is not None:
+            if mask & _READ_EVENTS and node.io_read is not None:
                 node.io_read(node.opaque)
                 progress = True
-            node = ctx.handlers.get(fd)
-            if node is not None and mask & selectors.EVENT_WRITE and node.io_write is not None:
+                node = handlers.get(fd)
+            if node is not None and mask & _WRITE_EVENTS and node.io_write is not None:
                 node.io_write(node.opaque)
                 progress = True
         except Exception as exc:
@@ -383,7 +403,9 @@ def aio_timer_new(
 
 def _run_timers(ctx: AioContext) -> bool:
     progress = False
-    for tl in ctx.tlg.values():
+    for tl in ctx.timer_lists:
+        if not tl.active:
+            continue  # nothing armed: not even a clock read
         try:
             progress |= tl.run_timers()
         except Exception as exc:
@@ -393,13 +415,14 @@ def _run_timers(ctx: AioContext) -> bool:
 
 def aio_compute_timeout(ctx: AioContext) -> Optional[float]:
     """Seconds the poll may block: 0 with work pending, None for ever."""
-    if ctx.notified or _bh_deadline_zero(ctx):
+    if ctx.notified or (ctx.bh_list and _bh_deadline_zero(ctx)):
         return 0.0
     deadline = -1
-    for clock in (QEMU_CLOCK_REALTIME, QEMU_CLOCK_VIRTUAL):
-        d = ctx.tlg[clock].deadline_ns()
-        if d >= 0 and (deadline < 0 or d < deadline):
-            deadline = d
+    for tl in ctx.timer_lists:
+        if tl.active:
+            d = tl.deadline_ns()
+            if d >= 0 and (deadline < 0 or d < deadline):
+                deadline = d
     return None if deadline < 0 else deadline / 1e9
 
 
@@ -412,25 +435,24 @@ def aio_poll(ctx: AioContext, blocking: bool) -> bool:
     With ``blocking`` it waits until something can be done.  Only the
     context's home thread may poll it.
     """
-    if ctx.home_thread is not None and ctx.home_thread != threading.get_ident():
+    home = ctx.home_thread
+    if home is not None and home != threading.get_ident():
         raise AssertionError(
             f"aio_poll({ctx.name}) from {threading.current_thread().name}, not its home thread"
         )
     if blocking:
         ctx.notify_me = True
         timeout = aio_compute_timeout(ctx)
-    else:
-        timeout = 0.0
-    ready = ctx.selector.select(timeout)
-    if blocking:
+        ready = ctx.epoll.poll(-1 if timeout is None else timeout)
         ctx.notify_me = False
+    else:
+        ready = ctx.epoll.poll(0)
     return aio_dispatch(ctx, ready)
 
 
-def aio_dispatch(ctx: AioContext, ready: list[tuple[selectors.SelectorKey, int]]) -> bool:
-    """Run what a poll found ready, then BHs and timers (aio-posix.c order)."""
-    rfd = ctx.notifier.rfd
-    aio_notify_accept(ctx, any(key.fd == rfd for key, _ in ready))
+def aio_dispatch(ctx: AioContext, ready: Ready) -> bool:
+    """Run BHs, then what a poll found ready, then timers (aio-posix.c order)."""
+    aio_notify_accept(ctx)
     progress = aio_bh_poll(ctx)
     if ready:
         progress |= _aio_dispatch_handlers(ctx, ready)

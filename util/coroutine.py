@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from greenlet import greenlet
 
 from util.atomic import QAtomic
-from util.lockdep import locks_held_by_current_greenlet
+from util.lockdep import held_site, locks_held_by_current_greenlet
 from util.trace import trace_event
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def qemu_coroutine_yield() -> None:
         raise CoroutineError("Co-routine is yielding to no one")
     held = locks_held_by_current_greenlet()
     if held:
-        names = ", ".join(f"{h.lock.name} (taken at {h.site})" for h in held)
+        names = ", ".join(f"{h[0].name} (taken at {held_site(h)})" for h in held)
         raise CoroutineError(f"Co-routine {self.name} yields while holding {names}")
     to = self.caller
     assert to is not None

@@ -21,7 +21,6 @@ kept in a list, so an error swallowed by a callback still fails the test.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -62,26 +61,12 @@ class Site:
         return f"{os.path.relpath(self.filename)}:{self.lineno} [{self.thread}]"
 
 
-class Held:
-    """One entry of a thread's held-lock stack.
-
-    The site is kept as the raw (code object, line, thread name) triple and
-    turned into a :class:`Site` only for reports: acquisitions are on every
-    hot path, reports are rare.
-    """
-
-    __slots__ = ("code", "lineno", "lock", "owner", "thread")
-
-    def __init__(self, lock: Any, code: Any, lineno: int, thread: str, owner: Any) -> None:
-        self.lock = lock
-        self.code = code
-        self.lineno = lineno
-        self.thread = thread
-        self.owner = owner  # the greenlet that took it (a coroutine or the thread's root)
-
-    @property
-    def site(self) -> Site:
-        return Site(self.code.co_filename, self.lineno, self.thread)
+#: One entry of a thread's held-lock stack: ``(lock, code, lineno, owner)``,
+#: the lock, the code object and line that took it, and the greenlet that did
+#: (a coroutine or the thread's root).  A plain tuple because one is built on
+#: every acquisition; :func:`held_site` turns it into a :class:`Site` for the
+#: rare report.
+Held = tuple[Any, Any, int, Any]
 
 
 class _State:
@@ -91,6 +76,9 @@ class _State:
         self.mutex = threading.Lock()
         self.edges: dict[tuple[str, str], tuple[Site, Site]] = {}
         self.violations: list[str] = []
+        #: (outer, inner) class pairs already ranked and recorded: the common
+        #: nestings (everything under the BQL) cost one set lookup
+        self.checked: set[tuple[str, str]] = set()
 
 
 _state = _State()
@@ -104,27 +92,32 @@ class _ThreadState(threading.local):
         self.name = threading.current_thread().name
 
 
-_tls = _ThreadState()
+#: the calling thread's state; util/thread.py pushes and pops ``stack`` inline
+lockdep_tls = _ThreadState()
 
 
 def held_stack() -> list[Held]:
     """The calling thread's stack of held locks (outermost first)."""
-    return _tls.stack
+    return lockdep_tls.stack
+
+
+def held_site(entry: Held) -> Site:
+    """Where the held-stack ``entry`` was taken, in the calling thread."""
+    return Site(entry[1].co_filename, entry[2], lockdep_tls.name)
 
 
 #: code objects of util/'s own locking wrappers, skipped when naming a site
-_WRAPPER_CODES: set[Any] = set()
+LOCKDEP_WRAPPER_CODES: set[Any] = set()
 
 
 def lockdep_skip_frames_of(*functions: Any) -> None:
     """Declare wrappers (``__enter__``, ``bql_lock``) that are not a lock's site."""
-    _WRAPPER_CODES.update(fn.__code__ for fn in functions)
+    LOCKDEP_WRAPPER_CODES.update(fn.__code__ for fn in functions)
 
 
-def caller_frame() -> Any:
-    """The frame that asked for the lock: the first one outside the wrappers."""
-    frame = sys._getframe(2)
-    while frame.f_code in _WRAPPER_CODES and frame.f_back is not None:
+def lockdep_site_frame(frame: Any) -> Any:
+    """The first frame from ``frame`` outwards that is not a locking wrapper."""
+    while frame.f_code in LOCKDEP_WRAPPER_CODES and frame.f_back is not None:
         frame = frame.f_back
     return frame
 
@@ -135,29 +128,36 @@ def _violation(msg: str) -> None:
     raise LockOrderError(msg)
 
 
-def lockdep_acquire(lock: Any, entry: Held) -> None:
-    """Check taking ``lock`` against every lock this thread holds.
+def lockdep_acquire(lock: Any, entry: Held, stack: list[Held]) -> None:
+    """Check taking ``lock`` (described by ``entry``) against the held ``stack``.
 
     Called before blocking on the lock, so an inversion is reported instead
-    of deadlocking.  Holding nothing (the common case) costs one test.
+    of deadlocking; the caller skips it when the stack is empty.
     """
-    stack = _tls.stack
-    if not stack:
-        return
     cls = lock.name
-    rank = LOCK_RANKS.get(cls)
     for held in stack:
-        if held.lock is lock:
-            _violation(f"recursive locking of {cls}: held since {held.site}, again at {entry.site}")
-        hcls = held.lock.name
-        hrank = LOCK_RANKS.get(hcls)
-        if rank is not None and hrank is not None and hrank >= rank:
+        held_lock = held[0]
+        if held_lock is lock:
             _violation(
-                f"lock order violation: {cls} (rank {rank}) acquired at {entry.site} "
-                f"while holding {hcls} (rank {hrank}) acquired at {held.site}"
+                f"recursive locking of {cls}: held since {held_site(held)}, "
+                f"again at {held_site(entry)}"
             )
-        if (hcls, cls) not in _state.edges:
-            _record_edge(hcls, cls, held.site, entry.site)
+        if (held_lock.name, cls) not in _state.checked:
+            _check_pair(held, entry)
+
+
+def _check_pair(held: Held, entry: Held) -> None:
+    """Rank-check and record the edge (held class -> entry's class) once."""
+    hcls, cls = held[0].name, entry[0].name
+    rank, hrank = LOCK_RANKS.get(cls), LOCK_RANKS.get(hcls)
+    if rank is not None and hrank is not None and hrank >= rank:
+        _violation(
+            f"lock order violation: {cls} (rank {rank}) acquired at {held_site(entry)} "
+            f"while holding {hcls} (rank {hrank}) acquired at {held_site(held)}"
+        )
+    _record_edge(hcls, cls, held_site(held), held_site(entry))
+    with _state.mutex:
+        _state.checked.add((hcls, cls))
 
 
 def _record_edge(outer: str, inner: str, outer_site: Site, inner_site: Site) -> None:
@@ -173,22 +173,10 @@ def _record_edge(outer: str, inner: str, outer_site: Site, inner_site: Site) -> 
         )
 
 
-def lockdep_entry(lock: Any) -> Held:
-    """A held-stack entry for ``lock``, naming the caller's frame."""
-    frame = caller_frame()
-    return Held(lock, frame.f_code, frame.f_lineno, _tls.name, getcurrent())
-
-
-def lockdep_acquired(entry: Held) -> None:
-    """Push ``entry`` on the calling thread's held stack."""
-    _tls.stack.append(entry)
-
-
-def lockdep_release(lock: Any) -> None:
-    """Pop ``lock`` from the calling thread's held stack (any position)."""
-    stack = _tls.stack
+def lockdep_release(lock: Any, stack: list[Held]) -> None:
+    """Remove ``lock`` from the held ``stack`` at any position (out-of-order unlock)."""
     for i in range(len(stack) - 1, -1, -1):
-        if stack[i].lock is lock:
+        if stack[i][0] is lock:
             del stack[i]
             return
     raise LockOrderError(f"{lock.name} released by a thread that does not hold it")
@@ -197,7 +185,7 @@ def lockdep_release(lock: Any) -> None:
 def locks_held_by_current_greenlet(ignore: tuple[str, ...] = ("BQL",)) -> list[Held]:
     """Locks the running coroutine took itself (checked at every yield)."""
     me = getcurrent()
-    return [h for h in held_stack() if h.owner is me and h.lock.name not in ignore]
+    return [h for h in lockdep_tls.stack if h[3] is me and h[0].name not in ignore]
 
 
 def lockdep_violations() -> list[str]:
@@ -216,6 +204,7 @@ def lockdep_reset() -> None:
     """Forget the observed graph and the violations."""
     with _state.mutex:
         _state.edges.clear()
+        _state.checked.clear()
         _state.violations.clear()
 
 

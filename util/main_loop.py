@@ -4,7 +4,7 @@ The main loop thread polls two AioContexts: ``qemu_aio_context`` (the one
 nested loops such as ``AIO_WAIT_WHILE`` poll) and ``iohandler_ctx`` (polled
 only here, never by a nested loop: the QMP dispatcher and monitor work live
 there).  It holds the BQL except while it blocks.  Both contexts' epoll fds
-sit in one outer selector, so one blocking wait covers both, as glib's
+sit in one outer epoll, so one blocking wait covers both, as glib's
 single poll does in QEMU.
 
 QEMU's globals for this layer live in one :class:`MainLoop` object created by
@@ -14,7 +14,7 @@ test can build a fresh one.
 
 from __future__ import annotations
 
-import selectors
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,9 +48,10 @@ class MainLoop:
         self.iohandler_ctx = AioContext("iohandler_ctx")
         for ctx in (self.qemu_aio_context, self.iohandler_ctx):
             ctx.home_thread = self.thread
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.qemu_aio_context.fileno(), selectors.EVENT_READ)
-        self.selector.register(self.iohandler_ctx.fileno(), selectors.EVENT_READ)
+        self.contexts = (self.qemu_aio_context, self.iohandler_ctx)
+        self.epoll = select.epoll()
+        for ctx in self.contexts:
+            self.epoll.register(ctx.fileno(), select.EPOLLIN)
 
 
 class _Current:
@@ -76,7 +77,7 @@ def qemu_main_loop_cleanup() -> None:
     loop = main_loop()
     if loop.bql.locked_by_me():
         bql_unlock()
-    loop.selector.close()
+    loop.epoll.close()
     _current.loop = None
     qemu_set_current_aio_context(None)
     aio_context_finalize(loop.iohandler_ctx)
@@ -120,40 +121,39 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
     The BQL is dropped only around the blocking wait.  Returns progress.
     """
     loop = main_loop()
-    ctxs = (loop.qemu_aio_context, loop.iohandler_ctx)
+    ctxs = loop.contexts
     timeout: Optional[float] = 0.0
     if not nonblocking:
+        timeout = None
         for ctx in ctxs:
             ctx.notify_me = True
-        timeout = _min_timeout(aio_compute_timeout(ctx) for ctx in ctxs)
-    trace_main_loop_wait(timeout)
+            t = aio_compute_timeout(ctx)
+            if t is not None and (timeout is None or t < timeout):
+                timeout = t
+    if trace_main_loop_wait.state:
+        trace_main_loop_wait(timeout)
     if timeout != 0.0:
-        bql_unlock()
-        trace_bql_handoff(True)
+        bql = loop.bql
+        bql.unlock()
+        if trace_bql_handoff.state:
+            trace_bql_handoff(True)
         try:
-            keys = loop.selector.select(timeout)
+            ready = loop.epoll.poll(-1 if timeout is None else timeout)
         finally:
-            bql_lock()
-            trace_bql_handoff(False)
+            bql.lock()
+            if trace_bql_handoff.state:
+                trace_bql_handoff(False)
     else:
-        keys = loop.selector.select(0)
-    ready = {key.fd for key, _ in keys}
+        ready = loop.epoll.poll(0)
+    fired = {fd for fd, _ in ready}
     progress = False
     for ctx in ctxs:
         ctx.notify_me = False
         # the one outer epoll_wait tells which context has fd work, as QEMU's
         # one ppoll does; a context without any still runs its BHs and timers
-        fds = ctx.selector.select(0) if ctx.fileno() in ready else []
+        fds = ctx.epoll.poll(0) if ctx.fileno() in fired else []
         progress |= aio_dispatch(ctx, fds)
     return progress
-
-
-def _min_timeout(values: Iterator[Optional[float]]) -> Optional[float]:
-    best: Optional[float] = None
-    for v in values:
-        if v is not None and (best is None or v < best):
-            best = v
-    return best
 
 
 def aio_wait_kick() -> None:

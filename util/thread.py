@@ -10,17 +10,21 @@ owner.  Runs in any thread.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from typing import Any, Callable, Optional
 
+from greenlet import getcurrent
+
 from util.lockdep import (
+    LOCKDEP_WRAPPER_CODES,
     LockOrderError,
     lockdep_acquire,
-    lockdep_acquired,
-    lockdep_entry,
     lockdep_release,
+    lockdep_site_frame,
     lockdep_skip_frames_of,
+    lockdep_tls,
 )
 from util.trace import trace_event
 
@@ -29,9 +33,17 @@ trace_qemu_mutex_locked = trace_event("qemu_mutex_locked", "mutex", "file", "lin
 trace_qemu_mutex_unlock = trace_event("qemu_mutex_unlock", "mutex")
 trace_qemu_mutex_contended = trace_event("qemu_mutex_contended", "mutex", "owner")
 
+_getframe = sys._getframe
+_get_ident = threading.get_ident
+
 
 class QemuMutex:
-    """A non-recursive mutex with a lock class name (``name``)."""
+    """A non-recursive mutex with a lock class name (``name``).
+
+    Every request takes a dozen of these, so the lock-order bookkeeping is
+    inline: a tuple pushed on the thread's held stack, the order check only
+    when something is already held, the trace calls only when enabled.
+    """
 
     __slots__ = ("_lock", "name", "owner")
 
@@ -42,32 +54,50 @@ class QemuMutex:
         self.owner: Optional[int] = None
 
     def lock(self) -> None:
-        """Take the mutex, checking the lock order first (qemu_mutex_lock)."""
-        entry = lockdep_entry(self)
-        lockdep_acquire(self, entry)
+        """Take the mutex, checking the lock order first (qemu_mutex_lock).
+
+        Also the ``with`` statement's entry, so the caller's frame is the
+        lock's site without a wrapper in between.
+        """
+        frame = _getframe(1)
+        if frame.f_code in LOCKDEP_WRAPPER_CODES:
+            frame = lockdep_site_frame(frame)
+        code = frame.f_code
+        entry = (self, code, frame.f_lineno, getcurrent())
+        stack = lockdep_tls.stack
+        if stack:
+            lockdep_acquire(self, entry, stack)
         if trace_qemu_mutex_lock.state:
-            trace_qemu_mutex_lock(self.name, entry.code.co_filename, entry.lineno)
-        if not self._lock.acquire(blocking=False):
+            trace_qemu_mutex_lock(self.name, code.co_filename, entry[2])
+        if not self._lock.acquire(False):
             trace_qemu_mutex_contended(self.name, self.owner)
             self._lock.acquire()
-        self.owner = threading.get_ident()
-        lockdep_acquired(entry)
+        self.owner = _get_ident()
+        stack.append(entry)
         if trace_qemu_mutex_locked.state:
-            trace_qemu_mutex_locked(self.name, entry.code.co_filename, entry.lineno)
+            trace_qemu_mutex_locked(self.name, code.co_filename, entry[2])
 
     def trylock(self) -> bool:
         """Take the mutex if free; never blocks, so never an order violation."""
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(False):
             return False
-        self.owner = threading.get_ident()
-        lockdep_acquired(lockdep_entry(self))
+        self.owner = _get_ident()
+        frame = lockdep_site_frame(_getframe(1))
+        lockdep_tls.stack.append((self, frame.f_code, frame.f_lineno, getcurrent()))
         return True
 
-    def unlock(self) -> None:
-        """Release; only the owner may (QEMU's error-checking mutex)."""
-        if self.owner != threading.get_ident():
+    def unlock(self, *_exc: object) -> None:
+        """Release; only the owner may (QEMU's error-checking mutex).
+
+        Also the ``with`` statement's exit (which passes the exception).
+        """
+        if self.owner != _get_ident():
             raise LockOrderError(f"{self.name} unlocked by a thread that does not own it")
-        lockdep_release(self)
+        stack = lockdep_tls.stack
+        if stack[-1][0] is self:
+            stack.pop()
+        else:
+            lockdep_release(self, stack)
         self.owner = None
         if trace_qemu_mutex_unlock.state:
             trace_qemu_mutex_unlock(self.name)
@@ -75,20 +105,16 @@ class QemuMutex:
 
     def locked_by_me(self) -> bool:
         """True when the calling thread holds the mutex."""
-        return self.owner == threading.get_ident()
+        return self.owner == _get_ident()
 
-    def __enter__(self) -> QemuMutex:
-        self.lock()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.unlock()
+    __enter__ = lock
+    __exit__ = unlock
 
     def __repr__(self) -> str:
         return f"<QemuMutex {self.name}>"
 
 
-lockdep_skip_frames_of(QemuMutex.lock, QemuMutex.trylock, QemuMutex.__enter__)
+lockdep_skip_frames_of(QemuMutex.lock, QemuMutex.trylock)
 
 
 def QEMU_LOCK_GUARD(lockable: QemuMutex) -> QemuMutex:

@@ -236,7 +236,7 @@ def test_plain_notify_is_not_progress_and_does_not_spin(ctx):
     assert aio_poll(ctx, False) is False
     os.write(ctx.notifier.wfd, (1).to_bytes(8, "little"))
     assert aio_poll(ctx, False) is False
-    assert ctx.selector.select(0) == []
+    assert ctx.epoll.poll(0) == []
 
 
 def test_exception_in_a_bh_goes_to_the_sink(ctx, hygiene):
