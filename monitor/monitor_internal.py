@@ -11,7 +11,7 @@ test can build a fresh one.  Every shared field says which lock protects it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from chardev.char_fe import CharBackend
@@ -35,6 +35,10 @@ QMP_REQ_QUEUE_LEN_MAX = 8
 
 class Monitor:
     """State common to every monitor (struct Monitor)."""
+
+    #: only a QMP monitor queues requests; this empty stand-in lets the
+    #: dispatcher peek at every monitor's queue in one pass (pop_any)
+    qmp_requests: Sequence[QMPRequest] = ()
 
     def __init__(self, is_qmp: bool, skip_flush: bool, use_io_thread: bool) -> None:
         self.chr = CharBackend()
@@ -102,7 +106,10 @@ class MonitorHMP(Monitor):
         self.rs: Optional[ReadLineState] = None
 
 
-@dataclass
+# Plain classes rather than dataclasses: a dataclass compiles its methods
+# when its module is imported (about 0.2 ms each), which every start-up pays.
+
+
 class QMPRequest:
     """A queued in-band request, or the parse error to report in its place.
 
@@ -110,87 +117,92 @@ class QMPRequest:
     which may be anything JSON, ``None`` (null) included.
     """
 
-    mon: MonitorQMP
-    req: Any = None
-    err: Optional[QapiError] = None
-    session: int = 0
+    def __init__(
+        self,
+        mon: MonitorQMP,
+        req: Any = None,
+        err: Optional[QapiError] = None,
+        session: int = 0,
+    ) -> None:
+        self.mon = mon
+        self.req = req
+        self.err = err
+        self.session = session
 
 
-@dataclass
 class MonFdsetFd:
     """One fd in an fd set; ``removed`` fds are closed at the next cleanup."""
 
-    fd: int
-    opaque: Optional[str] = None
-    removed: bool = False
+    def __init__(self, fd: int, opaque: Optional[str] = None, removed: bool = False) -> None:
+        self.fd = fd
+        self.opaque = opaque
+        self.removed = removed
 
 
-@dataclass
 class MonFdset:
     """An fd set created by add-fd (fds.c); protected by mon_fdsets_lock."""
 
-    id: int
-    #: newest first, as QEMU inserts at the head
-    fds: list[MonFdsetFd] = field(default_factory=list)
-    dup_fds: list[int] = field(default_factory=list)
+    def __init__(self, id: int) -> None:
+        self.id = id
+        #: newest first, as QEMU inserts at the head
+        self.fds: list[MonFdsetFd] = []
+        self.dup_fds: list[int] = []
 
 
-@dataclass
 class MonitorQAPIEventState:
     """Throttle state of one (event, key) pair; protected by monitor_lock."""
 
-    event: str
-    key: Optional[str]
-    timer: Optional[QEMUTimer] = None
-    #: the event held back until the timer fires, if any
-    qdict: Optional[dict[str, Any]] = None
+    def __init__(self, event: str, key: Optional[str]) -> None:
+        self.event = event
+        self.key = key
+        self.timer: Optional[QEMUTimer] = None
+        #: the event held back until the timer fires, if any
+        self.qdict: Optional[dict[str, Any]] = None
 
 
-@dataclass
 class MonitorGlobals:
     """QEMU's monitor globals, in one object (see module docstring)."""
 
-    monitor_lock: QemuMutex = field(default_factory=lambda: QemuMutex("monitor_lock"))
-    #: protected by monitor_lock; the dispatcher rotates it for round-robin
-    mon_list: list[Monitor] = field(default_factory=list)
-    #: protected by monitor_lock: Coroutine -> current Monitor
-    coroutine_mon: dict[Coroutine, Monitor] = field(default_factory=dict)
-    #: protected by monitor_lock
-    monitor_destroyed: bool = False
-    #: protected by monitor_lock: monitors that have an id, from creation
-    #: (before they join mon_list) until they are removed
-    mon_ids: dict[str, Monitor] = field(default_factory=dict)
-    mon_iothread: Optional[IOThread] = None
-    qmp_dispatcher_co: QAtomic[Optional[Coroutine]] = field(default_factory=lambda: QAtomic(None))
-    #: protected by monitor_lock
-    qmp_dispatcher_co_shutdown: bool = False
-    qmp_dispatcher_co_busy: QAtomic[bool] = field(default_factory=lambda: QAtomic(False))
-    #: the monitor whose request the dispatcher is running (main loop only):
-    #: a monitor removing itself is destroyed after that request's reply
-    dispatcher_servicing: Optional[Monitor] = None
-    #: protected by monitor_lock
-    monitor_qapi_event_state: dict[tuple[str, Optional[str]], MonitorQAPIEventState] = field(
-        default_factory=dict
-    )
-    #: the clock throttling uses: REALTIME, or VIRTUAL under test (qtest)
-    event_clock: QEMUClockType = QEMU_CLOCK_REALTIME
-    qmp_commands: QmpCommandList = field(default_factory=QmpCommandList)
-    qmp_cap_negotiation_commands: QmpCommandList = field(default_factory=QmpCommandList)
-    #: the QAPI schema: events are built from it, introspection reports it
-    schema: Optional[Schema] = None
-    #: query-qmp-schema's result, computed once
-    schema_info: Optional[list[dict[str, Any]]] = None
-    #: how the greeting gets the version (query-version's handler)
-    query_version: Optional[Callable[[], dict[str, Any]]] = None
-    #: system/ tells whether the VM runs (fd sets are kept while it does not)
-    runstate_is_running: Callable[[], bool] = lambda: True
-    mon_fdsets_lock: QemuMutex = field(default_factory=lambda: QemuMutex("mon_fdsets_lock"))
-    #: protected by mon_fdsets_lock, sorted by id
-    mon_fdsets: list[MonFdset] = field(default_factory=list)
-    #: protected by mon_fdsets_lock: monitors (QMP or HMP) with a client
-    #: connected; fd sets nothing uses are kept while there is one
-    mon_refcount: int = 0
-    #: what qmp_dispatch needs from monitor/ and system/ (set at init)
-    dispatch_env: Optional[QmpDispatchEnv] = None
-    #: x-oob-test: a pending release, consumed by the in-band lock it frees
-    x_oob_test_release: QemuEvent = field(default_factory=QemuEvent)
+    def __init__(self, schema: Optional[Schema] = None) -> None:
+        self.monitor_lock = QemuMutex("monitor_lock")
+        #: protected by monitor_lock; the dispatcher rotates it for round-robin
+        self.mon_list: list[Monitor] = []
+        #: protected by monitor_lock: Coroutine -> current Monitor
+        self.coroutine_mon: dict[Coroutine, Monitor] = {}
+        #: protected by monitor_lock
+        self.monitor_destroyed = False
+        #: protected by monitor_lock: monitors that have an id, from creation
+        #: (before they join mon_list) until they are removed
+        self.mon_ids: dict[str, Monitor] = {}
+        self.mon_iothread: Optional[IOThread] = None
+        self.qmp_dispatcher_co: QAtomic[Optional[Coroutine]] = QAtomic(None)
+        #: protected by monitor_lock
+        self.qmp_dispatcher_co_shutdown = False
+        self.qmp_dispatcher_co_busy: QAtomic[bool] = QAtomic(False)
+        #: the monitor whose request the dispatcher is running (main loop only):
+        #: a monitor removing itself is destroyed after that request's reply
+        self.dispatcher_servicing: Optional[Monitor] = None
+        #: protected by monitor_lock
+        self.monitor_qapi_event_state: dict[tuple[str, Optional[str]], MonitorQAPIEventState] = {}
+        #: the clock throttling uses: REALTIME, or VIRTUAL under test (qtest)
+        self.event_clock: QEMUClockType = QEMU_CLOCK_REALTIME
+        self.qmp_commands = QmpCommandList()
+        self.qmp_cap_negotiation_commands = QmpCommandList()
+        #: the QAPI schema: events are built from it, introspection reports it
+        self.schema = schema
+        #: query-qmp-schema's result, computed once
+        self.schema_info: Optional[list[dict[str, Any]]] = None
+        #: how the greeting gets the version (query-version's handler)
+        self.query_version: Optional[Callable[[], dict[str, Any]]] = None
+        #: system/ tells whether the VM runs (fd sets are kept while it does not)
+        self.runstate_is_running: Callable[[], bool] = lambda: True
+        self.mon_fdsets_lock = QemuMutex("mon_fdsets_lock")
+        #: protected by mon_fdsets_lock, sorted by id
+        self.mon_fdsets: list[MonFdset] = []
+        #: protected by mon_fdsets_lock: monitors (QMP or HMP) with a client
+        #: connected; fd sets nothing uses are kept while there is one
+        self.mon_refcount = 0
+        #: what qmp_dispatch needs from monitor/ and system/ (set at init)
+        self.dispatch_env: Optional[QmpDispatchEnv] = None
+        #: x-oob-test: a pending release, consumed by the in-band lock it frees
+        self.x_oob_test_release = QemuEvent()

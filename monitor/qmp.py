@@ -16,6 +16,8 @@ sleeping, and only the dispatcher sets it back to false.
 
 from __future__ import annotations
 
+from itertools import compress, count
+from operator import attrgetter
 from typing import Any, Optional
 
 from chardev.char import (
@@ -153,18 +155,33 @@ def monitor_qmp_requests_pop_any_with_lock(g: MonitorGlobals) -> Optional[QMPReq
     On success the request's monitor has its qmp_queue_lock held (the
     caller releases it) and moves to the end of mon_list, so a busy monitor
     cannot starve the others.
+
+    QEMU takes each monitor's qmp_queue_lock in turn just to find its queue
+    empty, so every request costs time per idle monitor.  Here the scan
+    peeks at the queues without their locks, in one C-level pass that yields
+    the monitors whose queue is non-empty, in mon_list order.  The peek is a
+    relaxed read, like ``qatomic_read``: a request pushed just after it wakes
+    the dispatcher (``qmp_dispatcher_co_busy``), which then looks again, and
+    a queue emptied just after it (a CLOSED cleanup) is found empty under
+    the lock and skipped.  The queue that has a request is locked and popped
+    as in QEMU: same thread, same locks held, same round-robin order; only
+    the idle monitors' locks are left alone.
     """
-    for i, mon in enumerate(g.mon_list):
-        if not isinstance(mon, MonitorQMP):
-            continue
+    mons = g.mon_list
+    for i in compress(count(), map(_queued_requests, mons)):
+        mon = mons[i]
+        assert isinstance(mon, MonitorQMP)
         mon.qmp_queue_lock.lock()
         if mon.qmp_requests:
             req_obj = mon.qmp_requests.popleft()
-            del g.mon_list[i]
-            g.mon_list.append(mon)
+            del mons[i]
+            mons.append(mon)
             return req_obj
-        mon.qmp_queue_lock.unlock()
+        mon.qmp_queue_lock.unlock()  # emptied since the peek (a cleanup)
     return None
+
+
+_queued_requests = attrgetter("qmp_requests")
 
 
 def monitor_qmp_dispatcher_pop_any(g: MonitorGlobals) -> Optional[QMPRequest]:

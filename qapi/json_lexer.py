@@ -196,11 +196,6 @@ class JSONLexer:
         self._partial = bytearray()
         self.yield_at_start = False
 
-    @property
-    def at_start(self) -> bool:
-        """True between tokens, outside error recovery."""
-        return self.state == IN_START
-
     def feed(self, data: bytes, i: int, n: int) -> int:
         """Lex ``data[i:n]``; return the offset up to which input was consumed.
 

@@ -56,6 +56,7 @@ import re
 from typing import Any, Optional, overload
 
 from qapi.json_lexer import (
+    IN_START,
     JSON_END_OF_INPUT,
     JSON_ERROR,
     JSON_LCURLY,
@@ -140,6 +141,34 @@ def _within_limits(s: str, start: int, end: int) -> bool:
     return True
 
 
+def _scan(text: str, start: int) -> Optional[tuple[Any, int]]:
+    """The value starting at ``text[start]`` and its end, if QEMU would agree."""
+    try:
+        value, end = _SCAN(text, start)
+    except (ValueError, StopIteration, RecursionError, _Fallback):
+        return None
+    if text.find("\\", start, end) >= 0 and _SUSPECT_ESCAPE.search(text, start, end):
+        return None
+    # Fewer than 2050 characters cannot hold 1025 balanced openers.
+    if end - start >= 2050 and not _within_limits(text, start, end):
+        return None
+    return value, end
+
+
+def _decode_region(data: bytes, start: int, end: int) -> tuple[str, bool]:
+    """``data[start:end]`` decoded for the C scanner, and whether it was cut short.
+
+    Stops before the first non-ASCII byte: messages with non-ASCII bytes
+    take the exact path, which checks QEMU's modified UTF-8 rules.
+    """
+    chunk = data if start == 0 and end == len(data) else data[start:end]
+    if chunk.isascii():
+        return chunk.decode("ascii"), end < len(data)
+    m = _NON_ASCII.search(chunk)
+    assert m is not None
+    return chunk[: m.start()].decode("ascii"), False
+
+
 class JSONMessageParser:
     """QEMU's JSONMessageParser: lexer, token queue, limits and parser.
 
@@ -162,19 +191,6 @@ class JSONMessageParser:
         self._token_size = 0
         self._out: list[Any] = []
         self._quota = 0
-        # ASCII region of the current chunk, decoded once for the C scanner.
-        self._region: Optional[bytes] = None
-        self._region_start = 0
-        self._region_end = 0
-        self._region_str = ""
-        self._region_cut = False
-
-    def _forget_region(self) -> None:
-        """Drop the decoded copy of a chunk: never keep input alive between calls."""
-        self._region = None
-        self._region_start = self._region_end = 0
-        self._region_str = ""
-        self._region_cut = False
 
     def reset(self) -> None:
         """Drop any partial message, silently (QEMU re-creates the parser
@@ -235,7 +251,7 @@ class JSONMessageParser:
         j = 0
         try:
             while j < n:
-                if self._fast_path and lexer.at_start and not self._types:
+                if self._fast_path and lexer.state == IN_START and not self._types:
                     j = self._fast(data, j, n)
                     if j >= n or (quota and len(out) >= quota):
                         break
@@ -245,7 +261,6 @@ class JSONMessageParser:
                     break
         finally:
             self._out = []
-            self._forget_region()
         return out, j
 
     def _fast(self, data: bytes, j: int, n: int) -> int:
@@ -253,61 +268,32 @@ class JSONMessageParser:
 
         Returns the offset where it stopped: everything before it has been
         consumed (whitespace included), and the exact path resumes there.
+        The C scanner reads ``text``, the ASCII region ``data[base:]``
+        decoded once per call (only a window of it when taking one message
+        at a time: most QMP requests are far smaller); being local, it never
+        keeps input alive between calls.
         """
         out = self._out
+        quota = self._quota
+        text, base, cut = "", 0, False
         while True:
             j = _WS(data, j, n).end()  # type: ignore[union-attr]
             if j >= n or data[j] not in b"{[":
                 return j
-            if not (self._region is data and self._region_start <= j < self._region_end):
-                # Taking one message at a time, decode a window, not the rest.
-                self._decode_region(data, j, n, _WINDOW if self._quota else n)
-            found = self._scan(j)
-            if found is None and self._region_cut:
-                self._decode_region(data, j, n, n)  # perhaps it did not fit
-                found = self._scan(j)
+            if not base <= j < base + len(text):
+                text, cut = _decode_region(data, j, min(n, j + _WINDOW) if quota else n)
+                base = j
+            found = _scan(text, j - base)
+            if found is None and cut:
+                text, cut = _decode_region(data, j, n)  # perhaps it did not fit
+                base = j
+                found = _scan(text, 0)
             if found is None:
                 return j
             out.append(found[0])
-            j = found[1]
-            if self._quota and len(out) >= self._quota:
+            j = base + found[1]
+            if quota and len(out) >= quota:
                 return j
-
-    def _scan(self, j: int) -> Optional[tuple[Any, int]]:
-        """The value starting at ``data[j]`` and its end, if QEMU would agree."""
-        s = self._region_str
-        base = self._region_start
-        start = j - base
-        try:
-            value, end = _SCAN(s, start)
-        except (ValueError, StopIteration, RecursionError, _Fallback):
-            return None
-        if s.find("\\", start, end) >= 0 and _SUSPECT_ESCAPE.search(s, start, end):
-            return None
-        # Fewer than 2050 characters cannot hold 1025 balanced openers.
-        if end - start >= 2050 and not _within_limits(s, start, end):
-            return None
-        return value, end + base
-
-    def _decode_region(self, data: bytes, j: int, n: int, size: int) -> None:
-        """Decode up to ``size`` bytes from ``data[j]`` for the C scanner.
-
-        Stops before the first non-ASCII byte: messages with non-ASCII bytes
-        take the exact path, which checks QEMU's modified UTF-8 rules.
-        """
-        end = min(n, j + size)
-        self._region_cut = end < n
-        chunk = data if (j, end) == (0, n) else data[j:end]
-        if not chunk.isascii():
-            self._region_cut = False
-            m = _NON_ASCII.search(chunk)
-            assert m is not None
-            chunk = chunk[: m.start()]
-            end = j + m.start()
-        self._region = data
-        self._region_start = j
-        self._region_end = end
-        self._region_str = chunk.decode("ascii")
 
     # -- json_message_process_token() ---------------------------------------
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from _json import make_encoder
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Callable
@@ -44,7 +45,12 @@ __all__ = ["QDICT_BUCKET_MAX", "qdict_keys", "qdict_order", "tdb_hash", "to_json
 QDICT_BUCKET_MAX = 512
 
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
-_ENCODER = json.JSONEncoder(separators=(", ", ": "), allow_nan=False, check_circular=False)
+#: json's C encoder, made once (``json.JSONEncoder.encode`` makes a new one
+#: per call): no circularity check, ", " and ": ", ASCII-only strings.  Only
+#: :func:`_reorder`'s output reaches it, so its ``default`` never runs.
+_C_ENCODE = make_encoder(
+    None, json.JSONEncoder().default, _encode_str, None, ": ", ", ", False, False, False
+)
 
 # Escapes emitted by the json encoder: an escaped backslash (kept as is, and
 # matched so its "u" is not mistaken for an escape), a surrogate pair, or a
@@ -246,7 +252,7 @@ def to_json(value: Any, pretty: bool = False) -> str:
     """
     if not pretty:
         try:
-            return _fix_escapes(_ENCODER.encode(_reorder(value)))
+            return _fix_escapes("".join(_C_ENCODE(_reorder(value), 0)))
         except (_NeedsPython, RecursionError):
             pass  # a float, something to reject, or very deep nesting
     return _write(value, pretty)

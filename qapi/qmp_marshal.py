@@ -116,13 +116,20 @@ def qmp_marshal(cmd: Command, handler: Handler) -> QmpCommandFunc:
     """Wrap ``handler`` into the ``(arguments) -> result`` form the registry holds."""
     _check_signature(cmd, handler)
     members = cmd.arg_type.members if cmd.arg_type and not cmd.boxed else []
+    params = [(py_name(m.name), m.name) for m in members]
+    # Most requests have no arguments; unless one is required (a union's tag
+    # always is), visiting an empty object can only give an empty one.
+    arg_type = cmd.arg_type
+    visit_empty = arg_type is not None and (
+        arg_type.variants is not None or not all(m.optional for m in arg_type.members)
+    )
 
     def marshal(args: dict[str, Any]) -> Any:
-        visited = qmp_input_command_args(cmd, args)
+        visited = qmp_input_command_args(cmd, args) if args or visit_empty else {}
         if cmd.boxed:
             ret = handler(visited)
         else:
-            ret = handler(**{py_name(m.name): visited.get(m.name) for m in members})
+            ret = handler(**{kw: visited.get(name) for kw, name in params})
         if cmd.ret_type is None:
             if ret is not None:
                 raise AssertionError(f"{cmd.name}: handler returned {ret!r}, schema has no returns")

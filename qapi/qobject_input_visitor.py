@@ -27,8 +27,7 @@ in schema order (absent optional members are left out), enums stay strings,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from qapi._ghash import GStrHashSet
 from qapi.error import error_setg
@@ -75,14 +74,19 @@ def _as_int64(value: Any) -> Optional[int]:
     return None
 
 
-@dataclass
 class _StackObject:
-    """One open container: a dict with its unvisited keys, or a list and a cursor."""
+    """One open container: a dict with the members visited so far, or a list
+    and a cursor."""
 
-    name: Optional[str]
-    obj: Union[dict[str, Any], list[Any]]
-    unvisited: GStrHashSet = field(default_factory=GStrHashSet)
-    index: int = -1  # lists: index of the element consumed last
+    __slots__ = ("index", "name", "obj", "visited")
+
+    def __init__(self, name: Optional[str], obj: Union[dict[str, Any], list[Any]]) -> None:
+        self.name = name
+        self.obj = obj
+        #: dicts: members consumed, in visit order (an ordered set)
+        self.visited: dict[str, None] = {}
+        #: lists: index of the element consumed last
+        self.index = -1
 
 
 class QObjectInputVisitor:
@@ -123,7 +127,7 @@ class QObjectInputVisitor:
             assert name is not None
             value = tos.obj.get(name, _ABSENT)
             if consume and value is not _ABSENT:
-                tos.unvisited.discard(name)
+                tos.visited[name] = None
             return value
         assert name is None
         nxt = tos.index + 1
@@ -149,16 +153,28 @@ class QObjectInputVisitor:
         value = self._get_object(name)
         if not isinstance(value, dict):
             raise self._invalid_type(name, "object")
-        so = _StackObject(name, value)
-        for key in qdict_keys(value):
-            so.unvisited.add(key)
-        self._stack.append(so)
+        self._stack.append(_StackObject(name, value))
 
     def check_struct(self) -> None:
-        """Complain about the first member nobody visited, in glib's order."""
-        leftover = next(iter(self._stack[-1].unvisited), None)
-        if leftover is not None:
-            raise error_setg("Parameter '%s' is unexpected", self.full_name(leftover))
+        """Complain about the first member nobody visited, in glib's order.
+
+        QEMU puts the members in a GHashTable (in QDict order) when the
+        struct starts and removes each one it visits; the leftover it names
+        depends on that table's layout.  Leftovers are rare, so the table is
+        built only when there is one, replaying the same insertions and
+        removals (removing a member twice changes nothing, hence the set).
+        """
+        so = self._stack[-1]
+        if len(so.visited) == len(so.obj):
+            return  # only present members are recorded: all were visited
+        assert isinstance(so.obj, dict)
+        unvisited = GStrHashSet()
+        for key in qdict_keys(so.obj):
+            unvisited.add(key)
+        for key in so.visited:
+            unvisited.discard(key)
+        leftover = next(iter(unvisited))
+        raise error_setg("Parameter '%s' is unexpected", self.full_name(leftover))
 
     def end_struct(self) -> None:
         assert isinstance(self._stack.pop().obj, dict)
@@ -235,21 +251,20 @@ class QObjectInputVisitor:
 
 
 def visit_type(v: QObjectInputVisitor, typ: SchemaType, name: Optional[str]) -> Any:
-    """Visit one value of type ``typ`` named ``name`` in the current container."""
-    if isinstance(typ, BuiltinType):
-        return _visit_builtin(v, typ, name)
-    if isinstance(typ, EnumType):
-        return _visit_enum(v, typ, name)
-    if isinstance(typ, ArrayType):
-        return _visit_list(v, typ, name)
-    if isinstance(typ, ObjectType):
-        v.start_struct(name)
-        result = visit_members(v, typ)
-        v.check_struct()
-        v.end_struct()
-        return result
-    assert isinstance(typ, AlternateType)
-    return _visit_alternate(v, typ, name)
+    """Visit one value of type ``typ`` named ``name`` in the current container.
+
+    Picks the generated function by the type's class (one dict lookup, no
+    isinstance chain: the schema's type classes have no subclasses).
+    """
+    return _VISIT_TYPE[type(typ)](v, typ, name)
+
+
+def _visit_object(v: QObjectInputVisitor, typ: ObjectType, name: Optional[str]) -> dict[str, Any]:
+    v.start_struct(name)
+    result = visit_members(v, typ)
+    v.check_struct()
+    v.end_struct()
+    return result
 
 
 def visit_members(v: QObjectInputVisitor, typ: ObjectType) -> dict[str, Any]:
@@ -267,30 +282,33 @@ def visit_members(v: QObjectInputVisitor, typ: ObjectType) -> dict[str, Any]:
     return result
 
 
+_SCALARS: dict[str, Callable[[QObjectInputVisitor, Optional[str]], Any]] = {
+    "int": QObjectInputVisitor.type_int64,
+    "int64": QObjectInputVisitor.type_int64,
+    "uint64": QObjectInputVisitor.type_uint64,
+    "size": QObjectInputVisitor.type_uint64,
+    "str": QObjectInputVisitor.type_str,
+    "bool": QObjectInputVisitor.type_bool,
+    "number": QObjectInputVisitor.type_number,
+    "null": QObjectInputVisitor.type_null,
+    "any": QObjectInputVisitor.type_any,
+}
+
+
 def _visit_builtin(v: QObjectInputVisitor, typ: BuiltinType, name: Optional[str]) -> Any:
-    if typ.name in _SIZED_INTS:
-        low, high, c_type = _SIZED_INTS[typ.name]
+    sized = _SIZED_INTS.get(typ.name)
+    if sized is not None:
+        low, high, c_type = sized
         value = v.type_int64(name) if low < 0 else v.type_uint64(name)
         if not low <= value <= high:
             raise error_setg("Parameter '%s' expects %s", name or "null", c_type)
         return value
-    scalar = {
-        "int": v.type_int64,
-        "int64": v.type_int64,
-        "uint64": v.type_uint64,
-        "size": v.type_uint64,
-        "str": v.type_str,
-        "bool": v.type_bool,
-        "number": v.type_number,
-        "null": v.type_null,
-        "any": v.type_any,
-    }
-    return scalar[typ.name](name)
+    return _SCALARS[typ.name](v, name)
 
 
 def _visit_enum(v: QObjectInputVisitor, typ: EnumType, name: Optional[str]) -> str:
     value = v.type_str(name)
-    if value not in typ.values:
+    if value not in typ.value_set:
         raise error_setg("Parameter '%s' does not accept value '%s'", name or "null", value)
     return value
 
@@ -315,6 +333,15 @@ def _visit_alternate(v: QObjectInputVisitor, typ: AlternateType, name: Optional[
     if branch is None:
         raise error_setg("Invalid parameter type for '%s', expected: %s", name or "null", typ.name)
     return visit_type(v, branch.type, name)
+
+
+_VISIT_TYPE: dict[type, Callable[[QObjectInputVisitor, Any, Optional[str]], Any]] = {
+    BuiltinType: _visit_builtin,
+    EnumType: _visit_enum,
+    ArrayType: _visit_list,
+    ObjectType: _visit_object,
+    AlternateType: _visit_alternate,
+}
 
 
 # ---------------------------------------------------------------------------

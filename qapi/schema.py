@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -59,36 +58,47 @@ class QAPISemError(Exception):
 
 # ---------------------------------------------------------------------------
 # Entities
+#
+# Plain classes rather than dataclasses: a dataclass compiles its methods
+# when its module is imported (about 0.2 ms each), and these are imported by
+# every start-up.  They compare by identity, like QEMU's schema objects.
 
 
-@dataclass(eq=False)
 class SchemaType:
     """A type; compared by identity, like QEMU's schema objects."""
 
-    name: str
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def json_type(self) -> str:
         raise NotImplementedError
 
 
-@dataclass(eq=False)
 class BuiltinType(SchemaType):
-    json_type_name: str
+    def __init__(self, name: str, json_type_name: str) -> None:
+        super().__init__(name)
+        self.json_type_name = json_type_name
 
     def json_type(self) -> str:
         return self.json_type_name
 
 
-@dataclass(eq=False)
 class EnumMember:
-    name: str
-    features: list[str] = field(default_factory=list)
+    def __init__(self, name: str, features: Optional[list[str]] = None) -> None:
+        self.name = name
+        self.features: list[str] = [] if features is None else features
 
 
-@dataclass(eq=False)
 class EnumType(SchemaType):
-    members: list[EnumMember] = field(default_factory=list)
-    features: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        members: Optional[list[EnumMember]] = None,
+        features: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__(name)
+        self.members: list[EnumMember] = [] if members is None else members
+        self.features: list[str] = [] if features is None else features
 
     def json_type(self) -> str:
         return "string"
@@ -97,80 +107,128 @@ class EnumType(SchemaType):
     def values(self) -> list[str]:
         return [m.name for m in self.members]
 
+    @functools.cached_property
+    def value_set(self) -> frozenset[str]:
+        """``values`` for the visitors' membership tests on every request.
 
-@dataclass(eq=False)
+        Computed on first use, which must come after loading: the loader
+        fills ``members`` after creating the type.
+        """
+        return frozenset(m.name for m in self.members)
+
+
 class ArrayType(SchemaType):
-    element_type: SchemaType
+    def __init__(self, name: str, element_type: SchemaType) -> None:
+        super().__init__(name)
+        self.element_type = element_type
 
     def json_type(self) -> str:
         return "array"
 
 
-@dataclass(eq=False)
 class ObjectMember:
-    name: str
-    type: SchemaType
-    optional: bool = False
-    features: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        type: SchemaType,
+        optional: bool = False,
+        features: Optional[list[str]] = None,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.optional = optional
+        self.features: list[str] = [] if features is None else features
 
 
-@dataclass(eq=False)
 class Variant:
-    name: str
-    type: SchemaType
+    def __init__(self, name: str, type: SchemaType) -> None:
+        self.name = name
+        self.type = type
 
 
-@dataclass(eq=False)
 class Variants:
-    tag_member: ObjectMember
-    variants: list[Variant]
+    def __init__(self, tag_member: ObjectMember, variants: list[Variant]) -> None:
+        self.tag_member = tag_member
+        self.variants = variants
 
     def find(self, case: str) -> Variant:
         return next(v for v in self.variants if v.name == case)
 
 
-@dataclass(eq=False)
 class ObjectType(SchemaType):
     """A struct or union.  ``members`` is flat: the base's members come first."""
 
-    members: list[ObjectMember] = field(default_factory=list)
-    base: Optional[ObjectType] = None
-    variants: Optional[Variants] = None
-    implicit: bool = False
-    features: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        members: Optional[list[ObjectMember]] = None,
+        base: Optional[ObjectType] = None,
+        variants: Optional[Variants] = None,
+        implicit: bool = False,
+        features: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__(name)
+        self.members: list[ObjectMember] = [] if members is None else members
+        self.base = base
+        self.variants = variants
+        self.implicit = implicit
+        self.features: list[str] = [] if features is None else features
 
     def json_type(self) -> str:
         return "object"
 
 
-@dataclass(eq=False)
 class AlternateType(SchemaType):
-    variants: list[Variant] = field(default_factory=list)
-    features: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        variants: Optional[list[Variant]] = None,
+        features: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__(name)
+        self.variants: list[Variant] = [] if variants is None else variants
+        self.features: list[str] = [] if features is None else features
 
     def json_type(self) -> str:
         return "value"
 
 
-@dataclass(eq=False)
 class Command:
-    name: str
-    arg_type: Optional[ObjectType]
-    ret_type: Optional[SchemaType]
-    boxed: bool = False
-    allow_oob: bool = False
-    allow_preconfig: bool = False
-    coroutine: bool = False
-    success_response: bool = True
-    features: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        arg_type: Optional[ObjectType],
+        ret_type: Optional[SchemaType],
+        boxed: bool = False,
+        allow_oob: bool = False,
+        allow_preconfig: bool = False,
+        coroutine: bool = False,
+        success_response: bool = True,
+        features: Optional[list[str]] = None,
+    ) -> None:
+        self.name = name
+        self.arg_type = arg_type
+        self.ret_type = ret_type
+        self.boxed = boxed
+        self.allow_oob = allow_oob
+        self.allow_preconfig = allow_preconfig
+        self.coroutine = coroutine
+        self.success_response = success_response
+        self.features: list[str] = [] if features is None else features
 
 
-@dataclass(eq=False)
 class Event:
-    name: str
-    arg_type: Optional[ObjectType]
-    boxed: bool = False
-    features: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        arg_type: Optional[ObjectType],
+        boxed: bool = False,
+        features: Optional[list[str]] = None,
+    ) -> None:
+        self.name = name
+        self.arg_type = arg_type
+        self.boxed = boxed
+        self.features: list[str] = [] if features is None else features
 
 
 Entity = Union[Command, Event]

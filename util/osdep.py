@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 from collections.abc import Iterable
 from typing import Optional
 
@@ -35,7 +36,18 @@ POLLNVAL = select.POLLNVAL
 
 
 def qemu_fd_pollable(fd: int) -> bool:
-    """True if epoll (hence an AioContext) can watch ``fd``."""
+    """True if epoll (hence an AioContext) can watch ``fd``.
+
+    Sockets, pipes and anonymous inodes (epoll, eventfd: no file type
+    bits) always can and regular files and directories never can, which one
+    fstat tells; anything else (character devices such as ``/dev/null`` or
+    a tty) is tried on a scratch epoll.
+    """
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or not stat.S_IFMT(mode):
+        return True
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return False
     ep = select.epoll()
     try:
         ep.register(fd, select.EPOLLIN)
