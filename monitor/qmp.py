@@ -113,7 +113,8 @@ def qmp_send_response(mon: MonitorQMP, rsp: dict[str, Any]) -> None:
 
 def qmp_send_response_text(mon: MonitorQMP, text: str) -> None:
     """Write an already serialised message (an event shared by many monitors)."""
-    trace_monitor_qmp_respond(mon.name, text)
+    if trace_monitor_qmp_respond.state:
+        trace_monitor_qmp_respond(mon.name, text)
     monitor_puts(mon, text + "\n")
 
 
@@ -210,7 +211,8 @@ def monitor_qmp_dispatcher_co(g: MonitorGlobals) -> None:
         if req_obj is None:
             break
         mon = req_obj.mon
-        trace_monitor_qmp_in_band_dequeue(id(req_obj), len(mon.qmp_requests))
+        if trace_monitor_qmp_in_band_dequeue.state:
+            trace_monitor_qmp_in_band_dequeue(id(req_obj), len(mon.qmp_requests))
         # We hold mon.qmp_queue_lock.  Resume a monitor suspended for a full
         # queue now (OOB on) so OOB commands can be read while this request
         # runs; without OOB resume only when done.  qmp_capabilities may
@@ -244,7 +246,8 @@ def _dispatch_request(mon: MonitorQMP, req_obj: QMPRequest) -> None:
         return
     if req_obj.err is None:
         # a JSON null is a request too (QEMU's QNull): only err tells them apart
-        trace_monitor_qmp_cmd_in_band(_id_json(req_obj.req))
+        if trace_monitor_qmp_cmd_in_band.state:
+            trace_monitor_qmp_cmd_in_band(_id_json(req_obj.req))
         mon.dispatch_session = req_obj.session
         monitor_qmp_dispatch(mon, req_obj.req, req_obj.session)
         return
@@ -274,7 +277,8 @@ def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> N
     Parse errors go through the queue too, so an id-less error never
     overtakes replies to requests received before it (invariant 8).
     """
-    trace_handle_qmp_command(mon.name, req)
+    if trace_handle_qmp_command.state:
+        trace_handle_qmp_command(mon.name, req)
     if err is None and isinstance(req, dict) and qmp_is_oob(req):
         trace_monitor_qmp_cmd_out_of_band(_id_json(req))
         monitor_qmp_dispatch(mon, req)
@@ -291,7 +295,8 @@ def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> N
         # or a CLOSED event resumes.
         if not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1:
             monitor_suspend(mon)
-        trace_monitor_qmp_in_band_enqueue(id(req_obj), mon.name, len(mon.qmp_requests))
+        if trace_monitor_qmp_in_band_enqueue.state:
+            trace_monitor_qmp_in_band_enqueue(id(req_obj), mon.name, len(mon.qmp_requests))
         assert len(mon.qmp_requests) < QMP_REQ_QUEUE_LEN_MAX
         mon.qmp_requests.append(req_obj)
     qmp_dispatcher_co_wake()

@@ -8,8 +8,11 @@ Threads and contexts, as in QEMU:
 
 * in-band requests arrive in the dispatcher coroutine, in the main loop
   thread, holding the BQL.  A ``coroutine`` command runs right there, in the
-  coroutine (after ``aio_co_reschedule_self(qemu_get_aio_context())``; it
-  moves back to ``iohandler_ctx`` afterwards, which always yields once).
+  coroutine, moved to ``qemu_aio_context`` first (``aio_co_schedule`` and a
+  yield: the main thread's current context is always qemu_aio_context, so
+  only a real reschedule makes the coroutine's wake-ups, a timer's say, land
+  in the context nested ``AIO_WAIT_WHILE`` loops poll) and back to
+  ``iohandler_ctx`` afterwards.
   Every other command runs in a one-shot bottom half in ``iohandler_ctx``
   while the coroutine waits: a nested ``aio_poll(qemu_aio_context)`` can
   therefore never start monitor work;
@@ -46,7 +49,7 @@ from qapi.qmp_registry import (
     qmp_command_available,
     qmp_find_command,
 )
-from util.aio import aio_bh_schedule_oneshot, aio_co_reschedule_self, aio_co_wake
+from util.aio import aio_bh_schedule_oneshot, aio_co_schedule, aio_co_wake
 from util.coroutine import (
     Coroutine,
     qemu_coroutine_self,
@@ -246,9 +249,11 @@ def do_qmp_dispatch_bh(data: QmpDispatchBH) -> None:
 
 @coroutine_fn
 def _run_in_coroutine(data: QmpDispatchBH) -> None:
-    aio_co_reschedule_self(qemu_get_aio_context())
+    aio_co_schedule(qemu_get_aio_context(), data.co)
+    qemu_coroutine_yield()
     _call_handler_captured(data)
-    aio_co_reschedule_self(iohandler_get_aio_context())
+    aio_co_schedule(iohandler_get_aio_context(), data.co)
+    qemu_coroutine_yield()
 
 
 @coroutine_fn

@@ -29,7 +29,6 @@ from util.coroutine import (
     CoroutineError,
     qemu_aio_coroutine_enter,
     qemu_coroutine_self,
-    qemu_coroutine_yield,
     qemu_in_coroutine,
 )
 from util.error_report import report_callback_exception
@@ -147,8 +146,6 @@ class AioContext:
         self.live_bhs: set[QEMUBH] = set()
         #: True while the home thread is blocked (or about to block) in poll
         self.notify_me = False
-        #: set by aio_notify, consumed by aio_notify_accept
-        self.notified = False
         self.scheduled_coroutines: deque[Coroutine] = deque()
         self.tlg: dict[QEMUClockType, TimerList] = {
             clock: TimerList(clock, aio_notify, self) for clock in QEMUClockType
@@ -219,25 +216,17 @@ def qemu_get_current_aio_context() -> Optional[AioContext]:
 
 
 def aio_notify(ctx: AioContext) -> None:
-    """Make the context's next (or current) poll return promptly.
+    """Make the context's current poll return promptly.
 
     The eventfd is written only when the home thread is blocked or about to
-    block (``notify_me``); otherwise setting ``notified`` is enough because
-    the poller checks for work before blocking.
+    block (``notify_me``).  Otherwise nothing is needed: the poller sets
+    ``notify_me`` before it computes its timeout, and the work that prompted
+    the kick (a BH, a timer, an fd) is what that computation looks at.  So a
+    kick while the loop is dispatching costs no extra pass, as in QEMU, where
+    ``aio_compute_timeout`` ignores ``ctx->notified``.
     """
-    ctx.notified = True
     if ctx.notify_me:
         ctx.notifier.set()
-
-
-def aio_notify_accept(ctx: AioContext) -> None:
-    """Consume a notification before running callbacks (so none is lost).
-
-    The eventfd itself is drained by its handler in the same pass (as
-    ``aio_context_notifier_cb`` does): only ``notify_me`` pollers get it
-    written, and ``notify_me`` is already clear here.
-    """
-    ctx.notified = False
 
 
 # ---------------------------------------------------------------- bottom halves
@@ -277,10 +266,17 @@ def aio_bh_schedule_oneshot(
     ctx: AioContext, cb: Callback, opaque: Any = None, name: str = ""
 ) -> None:
     """Run ``cb(opaque)`` once in ``ctx``, then forget it."""
-    bh = QEMUBH(ctx, cb, opaque, name or getattr(cb, "__qualname__", "oneshot"), 0)
-    with ctx.bh_lock:
+    bh = QEMUBH(
+        ctx,
+        cb,
+        opaque,
+        name or getattr(cb, "__qualname__", "oneshot"),
+        BH_PENDING | BH_SCHEDULED | BH_ONESHOT,
+    )
+    with ctx.bh_lock:  # created, then enqueued as _aio_bh_enqueue would
         ctx.live_bhs.add(bh)
-    _aio_bh_enqueue(bh, BH_SCHEDULED | BH_ONESHOT)
+        ctx.bh_list.append(bh)
+    aio_notify(ctx)
 
 
 def qemu_bh_cancel(bh: QEMUBH) -> None:
@@ -298,8 +294,6 @@ def qemu_bh_delete(bh: QEMUBH) -> None:
 
 def aio_bh_poll(ctx: AioContext) -> bool:
     """Run the BHs scheduled before this call; BHs scheduled meanwhile wait."""
-    if not ctx.bh_list:
-        return False  # a BH queued right after this test also notified the context
     with ctx.bh_lock:
         bhs, ctx.bh_list = ctx.bh_list, []
     progress = False
@@ -401,21 +395,17 @@ def aio_timer_new(
     return timer_new(ctx.tlg[clock], scale, cb, opaque, name)
 
 
-def _run_timers(ctx: AioContext) -> bool:
-    progress = False
-    for tl in ctx.timer_lists:
-        if not tl.active:
-            continue  # nothing armed: not even a clock read
-        try:
-            progress |= tl.run_timers()
-        except Exception as exc:
-            report_callback_exception(f"timer in {ctx.name}", exc)
-    return progress
+def _run_timers(ctx: AioContext, tl: TimerList) -> bool:
+    try:
+        return tl.run_timers()
+    except Exception as exc:
+        report_callback_exception(f"timer in {ctx.name}", exc)
+        return True
 
 
 def aio_compute_timeout(ctx: AioContext) -> Optional[float]:
     """Seconds the poll may block: 0 with work pending, None for ever."""
-    if ctx.notified or (ctx.bh_list and _bh_deadline_zero(ctx)):
+    if ctx.bh_list and _bh_deadline_zero(ctx):
         return 0.0
     deadline = -1
     for tl in ctx.timer_lists:
@@ -451,12 +441,20 @@ def aio_poll(ctx: AioContext, blocking: bool) -> bool:
 
 
 def aio_dispatch(ctx: AioContext, ready: Ready) -> bool:
-    """Run BHs, then what a poll found ready, then timers (aio-posix.c order)."""
-    aio_notify_accept(ctx)
-    progress = aio_bh_poll(ctx)
+    """Run BHs, then what a poll found ready, then timers (aio-posix.c order).
+
+    A pass with nothing to do runs every test and no callee: the main loop
+    makes three passes per request over two contexts.
+    """
+    # The eventfd is drained by its handler in this pass (as QEMU's
+    # aio_context_notifier_cb does): only notify_me pollers get it written.
+    # A BH queued just after this test also notified the context: next pass
+    progress = aio_bh_poll(ctx) if ctx.bh_list else False
     if ready:
         progress |= _aio_dispatch_handlers(ctx, ready)
-    progress |= _run_timers(ctx)
+    for tl in ctx.timer_lists:
+        if tl.active:  # nothing armed: not even a clock read
+            progress |= _run_timers(ctx, tl)
     return progress
 
 
@@ -471,14 +469,16 @@ def co_schedule_bh_cb(ctx: AioContext) -> None:
     """
     for _ in range(len(ctx.scheduled_coroutines)):
         co = ctx.scheduled_coroutines.popleft()
-        trace_aio_co_schedule_bh_cb(ctx.name, co.name)
+        if trace_aio_co_schedule_bh_cb.state:
+            trace_aio_co_schedule_bh_cb(ctx.name, co.name)
         co.scheduled.value = None
         qemu_aio_coroutine_enter(ctx, co)
 
 
 def aio_co_schedule(ctx: AioContext, co: Coroutine) -> None:
     """Enter ``co`` from a BH in ``ctx``; scheduling it twice is a bug."""
-    trace_aio_co_schedule(ctx.name, co.name)
+    if trace_aio_co_schedule.state:
+        trace_aio_co_schedule(ctx.name, co.name)
     with co.scheduled._lock:
         old = co.scheduled.value
         if old is None:
@@ -507,13 +507,6 @@ def aio_co_wake(co: Coroutine) -> None:
     ctx = co.ctx
     assert ctx is not None, f"{co.name} never ran"
     aio_co_enter(ctx, co)
-
-
-def aio_co_reschedule_self(new_ctx: AioContext) -> None:
-    """Move the running coroutine to ``new_ctx`` (yields if that is elsewhere)."""
-    if new_ctx is not qemu_get_current_aio_context():
-        aio_co_schedule(new_ctx, qemu_coroutine_self())
-        qemu_coroutine_yield()
 
 
 # ---------------------------------------------------------------- AIO_WAIT_WHILE

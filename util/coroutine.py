@@ -123,7 +123,8 @@ def _enter_one(ctx: Optional[AioContext], co: Coroutine) -> None:
     self = qemu_coroutine_self()
     co.caller = self
     co.ctx = ctx
-    trace_qemu_coroutine_enter(self.name, co.name, co.opaque)
+    if trace_qemu_coroutine_enter.state:
+        trace_qemu_coroutine_enter(self.name, co.name, co.opaque)
     co.greenlet.parent = greenlet.getcurrent()
     _tls.current = co
     try:
@@ -160,7 +161,8 @@ def qemu_coroutine_yield() -> None:
     to = self.caller
     assert to is not None
     self.caller = None
-    trace_qemu_coroutine_yield(self.name, to.name)
+    if trace_qemu_coroutine_yield.state:
+        trace_qemu_coroutine_yield(self.name, to.name)
     assert self.greenlet is not None and self.greenlet.parent is not None
     self.greenlet.parent.switch()
 

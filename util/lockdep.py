@@ -61,11 +61,12 @@ class Site:
         return f"{os.path.relpath(self.filename)}:{self.lineno} [{self.thread}]"
 
 
-#: One entry of a thread's held-lock stack: ``(lock, code, lineno, owner)``,
-#: the lock, the code object and line that took it, and the greenlet that did
-#: (a coroutine or the thread's root).  A plain tuple because one is built on
-#: every acquisition; :func:`held_site` turns it into a :class:`Site` for the
-#: rare report.
+#: One entry of a thread's held-lock stack: ``(lock, code, lasti, owner)``,
+#: the lock, the code object and bytecode offset that took it, and the
+#: greenlet that did (a coroutine or the thread's root).  A plain tuple, and
+#: an offset rather than a line number, because one is built on every
+#: acquisition; :func:`held_site` turns it into a :class:`Site` for the rare
+#: report.
 Held = tuple[Any, Any, int, Any]
 
 
@@ -103,7 +104,15 @@ def held_stack() -> list[Held]:
 
 def held_site(entry: Held) -> Site:
     """Where the held-stack ``entry`` was taken, in the calling thread."""
-    return Site(entry[1].co_filename, entry[2], lockdep_tls.name)
+    return Site(entry[1].co_filename, code_line(entry[1], entry[2]), lockdep_tls.name)
+
+
+def code_line(code: Any, lasti: int) -> int:
+    """The source line of bytecode offset ``lasti`` in ``code`` (a frame's f_lineno)."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return int(line)
+    return int(code.co_firstlineno)
 
 
 #: code objects of util/'s own locking wrappers, skipped when naming a site

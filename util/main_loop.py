@@ -181,7 +181,7 @@ def bql_unlock() -> None:
 def bql_locked() -> bool:
     """True when the calling thread holds the BQL."""
     loop = _current.loop
-    return loop is not None and loop.bql.locked_by_me()
+    return loop is not None and loop.bql.owner == threading.get_ident()
 
 
 lockdep_skip_frames_of(bql_lock)

@@ -20,6 +20,7 @@ from greenlet import getcurrent
 from util.lockdep import (
     LOCKDEP_WRAPPER_CODES,
     LockOrderError,
+    code_line,
     lockdep_acquire,
     lockdep_release,
     lockdep_site_frame,
@@ -63,19 +64,19 @@ class QemuMutex:
         if frame.f_code in LOCKDEP_WRAPPER_CODES:
             frame = lockdep_site_frame(frame)
         code = frame.f_code
-        entry = (self, code, frame.f_lineno, getcurrent())
+        entry = (self, code, frame.f_lasti, getcurrent())
         stack = lockdep_tls.stack
         if stack:
             lockdep_acquire(self, entry, stack)
         if trace_qemu_mutex_lock.state:
-            trace_qemu_mutex_lock(self.name, code.co_filename, entry[2])
+            trace_qemu_mutex_lock(self.name, code.co_filename, code_line(code, entry[2]))
         if not self._lock.acquire(False):
             trace_qemu_mutex_contended(self.name, self.owner)
             self._lock.acquire()
         self.owner = _get_ident()
         stack.append(entry)
         if trace_qemu_mutex_locked.state:
-            trace_qemu_mutex_locked(self.name, code.co_filename, entry[2])
+            trace_qemu_mutex_locked(self.name, code.co_filename, code_line(code, entry[2]))
 
     def trylock(self) -> bool:
         """Take the mutex if free; never blocks, so never an order violation."""
@@ -83,7 +84,7 @@ class QemuMutex:
             return False
         self.owner = _get_ident()
         frame = lockdep_site_frame(_getframe(1))
-        lockdep_tls.stack.append((self, frame.f_code, frame.f_lineno, getcurrent()))
+        lockdep_tls.stack.append((self, frame.f_code, frame.f_lasti, getcurrent()))
         return True
 
     def unlock(self, *_exc: object) -> None:

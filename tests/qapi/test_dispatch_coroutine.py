@@ -7,8 +7,9 @@ where it happens:
 * an ordinary command dispatched from a coroutine runs in a one-shot BH in
   iohandler_ctx, never from a poll of qemu_aio_context, with the current
   monitor set for the main thread, while the coroutine waits;
-* a coroutine command runs inside the coroutine and the coroutine always
-  yields once more on the way back to iohandler_ctx;
+* a coroutine command runs inside the coroutine, moved to qemu_aio_context
+  first, and the coroutine always yields once more on the way back to
+  iohandler_ctx;
 * outside coroutine context (OOB) the handler runs at once.
 """
 
@@ -141,11 +142,13 @@ BACK_TO_IOHANDLER = [
 
 
 def _poll_until_reply(d: Dispatcher) -> None:
+    """Step both main contexts, as the main loop does, until the reply."""
     for _ in range(5):
         if d.rsp is not None:
             return
         d.poll_iohandler()
-    raise AssertionError("no reply after 5 passes of iohandler_ctx")
+        d.poll_main()
+    raise AssertionError("no reply after 5 passes of both main contexts")
 
 
 def test_coroutine_command_runs_in_the_coroutine(dispatcher: Dispatcher) -> None:
@@ -163,17 +166,17 @@ def test_coroutine_command_runs_in_the_coroutine(dispatcher: Dispatcher) -> None
 
     d.register("sleepy", sleepy, QCO_COROUTINE)
     d.start({"execute": "sleepy"})
-    assert d.poll_iohandler()
+    assert d.poll_iohandler()  # the coroutine moves itself to qemu_aio_context...
+    assert d.events == []
+    assert d.poll_main()  # ...where the handler starts, then yields
     assert d.events == [("handler starts", (True, MON))]
-    assert d.poll_main()  # the wake-up BH
     aio_bh_schedule_oneshot(qemu_get_aio_context(), lambda _: d.record("other work"), None, "w")
+    # the wake-up BH enters the coroutine directly (it now lives in this
+    # context); the main loop's other work runs in the same pass
     assert d.poll_main()
-    assert d.events[-1] == ("other work", (False, None))
+    assert d.events[-2:] == [("handler resumes", (True, MON)), ("other work", (False, None))]
     _poll_until_reply(d)
-    assert d.events[-2:] == [
-        ("handler resumes", (True, MON)),
-        ("reply", {"return": {"slept": True}}),
-    ]
+    assert d.events[-1] == ("reply", {"return": {"slept": True}})
     assert d.monitors.cur == {}
     # Moving back to iohandler_ctx always yields once before the reply.
     assert _after_handler(records) == BACK_TO_IOHANDLER
