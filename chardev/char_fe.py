@@ -61,7 +61,6 @@ from chardev.char_io import (
     G_IO_OUT,
     G_IO_PRI,
     WatchFunc,
-    in_context_thread,
 )
 from util.aio import AioContext
 
@@ -242,7 +241,7 @@ def qemu_chr_fe_remove_watch(be: CharBackend, tag: int) -> bool:
     s = be.chr
     if s is None or tag == 0:
         return False
-    assert in_context_thread(s.sources.context()), "a watch is removed from its own context"
+    assert s.sources.in_context_thread(), "a watch is removed from its own context"
     return s.chr_remove_watch(tag)
 
 
@@ -257,7 +256,7 @@ def qemu_chr_fe_accept_input(be: CharBackend) -> None:
     s = be.chr
     if s is None:
         return
-    if not s.offering and in_context_thread(s.sources.context()):
+    if not s.offering and s.sources.in_context_thread():
         s.chr_input_bh()
     else:
         s.sources.bh_schedule("chr_input")

@@ -133,6 +133,15 @@ class ChrSources:
         with self.lock:
             return self._context_locked()
 
+    def in_context_thread(self) -> bool:
+        """True in the thread that polls the chardev's context.
+
+        Reads the context without the lock once it is resolved: it is one
+        reference, replaced whole by :meth:`set_context`.
+        """
+        ctx = self._ctx
+        return in_context_thread(ctx if ctx is not None else self.context())
+
     def _context_locked(self) -> AioContext:
         if self._ctx is None:
             self._ctx = iohandler_get_aio_context()
@@ -165,7 +174,7 @@ class ChrSources:
 
     def run_in_context(self, name: str) -> None:
         """Run the named BH now if this is the context's thread, else schedule it."""
-        if in_context_thread(self.context()):
+        if self.in_context_thread():
             self._bhs[name].cb()
         else:
             self.bh_schedule(name)

@@ -82,6 +82,9 @@ class MonitorQMP(Monitor):
         #: the negotiation list until qmp_capabilities succeeds, then the full list
         self.commands: Optional[QmpCommandList] = None
         self.capab_offered: set[str] = set()
+        #: chardev context only: the serialised greeting, built at the first
+        #: OPENED (version and capability offer never change for a monitor)
+        self.greeting: Optional[str] = None
         self.capab: set[str] = set()
         self.qmp_queue_lock = QemuMutex("qmp_queue_lock")
         #: protected by qmp_queue_lock

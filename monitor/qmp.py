@@ -340,7 +340,9 @@ def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
         mon.session += 1
         mon.commands = g.qmp_cap_negotiation_commands
         monitor_qmp_caps_reset(mon)
-        qmp_send_response(mon, qmp_greeting(mon))
+        if mon.greeting is None:
+            mon.greeting = to_json(qmp_greeting(mon), mon.pretty)
+        qmp_send_response_text(mon, mon.greeting)
         mon.client_open = True
         with g.mon_fdsets_lock:
             g.mon_refcount += 1

@@ -49,9 +49,11 @@ class MainLoop:
         for ctx in (self.qemu_aio_context, self.iohandler_ctx):
             ctx.home_thread = self.thread
         self.contexts = (self.qemu_aio_context, self.iohandler_ctx)
+        #: the contexts' epoll fds, as the outer epoll reports them
+        self.context_fds = tuple(ctx.fileno() for ctx in self.contexts)
         self.epoll = select.epoll()
-        for ctx in self.contexts:
-            self.epoll.register(ctx.fileno(), select.EPOLLIN)
+        for fd in self.context_fds:
+            self.epoll.register(fd, select.EPOLLIN)
 
 
 class _Current:
@@ -147,11 +149,11 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
         ready = loop.epoll.poll(0)
     fired = {fd for fd, _ in ready}
     progress = False
-    for ctx in ctxs:
+    for ctx, ctx_fd in zip(ctxs, loop.context_fds):
         ctx.notify_me = False
         # the one outer epoll_wait tells which context has fd work, as QEMU's
         # one ppoll does; a context without any still runs its BHs and timers
-        fds = ctx.epoll.poll(0) if ctx.fileno() in fired else []
+        fds = ctx.epoll.poll(0) if ctx_fd in fired else []
         progress |= aio_dispatch(ctx, fds)
     return progress
 
