@@ -110,33 +110,46 @@ _QEMU_DRIVER_ORDER = (
     "parallel", "udp", "memory", "file", "serial", "wctablet", "pty", "testdev",
 )  # fmt: skip
 
-#: Modules defining backend classes, loaded on first use (module_load_qom).
-_BACKEND_MODULES = (
-    "chardev.char_null",
-    "chardev.char_ringbuf",
-    "chardev.char_fd",
-    "chardev.char_file",
-    "chardev.char_pipe",
-    "chardev.char_stdio",
-    "chardev.char_socket",
-    "chardev.char_mux",
-    "chardev.char_pair",
-)
+#: The module defining each backend class, loaded on first use
+#: (module_load_qom): creating one chardev loads only its own backend.
+_BACKEND_MODULES = {
+    "chardev-null": "chardev.char_null",
+    "chardev-ringbuf": "chardev.char_ringbuf",
+    "chardev-memory": "chardev.char_ringbuf",
+    "chardev-fd": "chardev.char_fd",
+    "chardev-file": "chardev.char_file",
+    "chardev-pipe": "chardev.char_pipe",
+    "chardev-stdio": "chardev.char_stdio",
+    "chardev-socket": "chardev.char_socket",
+    "chardev-mux": "chardev.char_mux",
+    "chardev-pair": "chardev.char_pair",
+}
 
 _types: dict[str, type[Chardev]] = {}
 
 
 def type_register(cls: type[Chardev]) -> type[Chardev]:
     """Class decorator: make ``cls`` known by its ``typename`` (type_init)."""
+    assert _BACKEND_MODULES.get(cls.typename, cls.__module__) == cls.__module__, (
+        f"{cls.typename} is listed in _BACKEND_MODULES under another module"
+    )
     _types[cls.typename] = cls
     return cls
 
 
 def chardev_types() -> dict[str, type[Chardev]]:
     """Every registered backend class by type name, loading all modules."""
-    for name in _BACKEND_MODULES:
+    for name in dict.fromkeys(_BACKEND_MODULES.values()):
         importlib.import_module(name)
     return _types
+
+
+def chardev_type(typename: str) -> Optional[type[Chardev]]:
+    """The backend class registered as ``typename``, loading only its module."""
+    module = _BACKEND_MODULES.get(typename)
+    if module is not None:
+        importlib.import_module(module)
+    return _types.get(typename)
 
 
 # ---------------------------------------------------------------- global state
@@ -398,7 +411,8 @@ def qemu_chr_be_flush(chr: Chardev) -> None:
         chr.offering = was
     n = len(data) if taken is None else taken
     assert 0 <= n <= len(data), f"read callback took {n} of {len(data)} bytes"
-    trace_chr_be_write(chr.label, len(data), n)
+    if trace_chr_be_write.state:
+        trace_chr_be_write(chr.label, len(data), n)
     chr.pending = data[n:]
 
 
@@ -446,7 +460,8 @@ def qemu_chr_write(chr: Chardev, buf: bytes, write_all: bool) -> int:
             _qemu_chr_write_log(chr, buf[:offset])
         elif res < 0:
             _qemu_chr_write_log(chr, buf)
-    trace_chr_write(chr.label, len(buf), res if res < 0 else offset)
+    if trace_chr_write.state:
+        trace_chr_write(chr.label, len(buf), res if res < 0 else offset)
     return res if res < 0 else offset
 
 
@@ -490,7 +505,7 @@ def qemu_chr_delete(chr: Chardev) -> None:
 
 def char_get_class(driver: str) -> type[Chardev]:
     """The backend class for ``driver``, or QEMU's error for a bad name."""
-    cls = chardev_types().get(f"chardev-{driver}")
+    cls = chardev_type(f"chardev-{driver}")
     if cls is None or cls.internal:
         raise error_setg("'%s' is not a valid char driver name", driver)
     if cls.abstract:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import tempfile
 from typing import Any, Union
 
 from qapi.error import error_setg
@@ -54,8 +53,13 @@ def _unix_sockaddr(addr: SocketAddress) -> SockAddr:
 
 
 def unix_listen_saddr(addr: SocketAddress, num: int) -> socket.socket:
-    """Bind and listen; an existing socket file at the path is replaced."""
+    """Bind and listen; an existing socket file at the path is replaced.
+
+    ``tempfile`` (slow to import) is loaded only for an unnamed socket.
+    """
     if not addr["path"] and not addr.get("abstract"):
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix="qemu-socket-")
         os.close(fd)
         addr = {**addr, "path": path}

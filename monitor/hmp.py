@@ -1,5 +1,5 @@
-"""Human monitors (monitor/hmp.c) and ``human-monitor-command``
-(``qmp_human_monitor_command`` from monitor/qmp-cmds.c).
+"""Human monitors (monitor/hmp.c); ``human-monitor-command`` runs its
+lines through :func:`handle_hmp_command` from monitor/qmp_cmds.py.
 
 Threads: everything here runs in the main loop thread with the BQL.  An
 HMP monitor's chardev handlers are installed with no context (the main
@@ -32,7 +32,6 @@ from monitor.fds import monitor_fdsets_cleanup
 from monitor.hmp_cmds import HMPCommand, hmp_cmds
 from monitor.monitor import (
     monitor_can_read,
-    monitor_data_destroy,
     monitor_data_init,
     monitor_flush,
     monitor_globals,
@@ -46,7 +45,6 @@ from monitor.monitor import (
 from monitor.monitor_internal import Monitor, MonitorHMP
 from monitor.qmp_cmds_control import QEMU_VERSION
 from monitor.trace import trace_handle_hmp_command
-from qapi.error import error_setg
 from util.atomic import qatomic_inc, qatomic_read, qatomic_set
 from util.coroutine import qemu_coroutine_self
 from util.markers import main_loop_only, requires_bql
@@ -514,27 +512,3 @@ def monitor_init_hmp(chr: Chardev, use_readline: bool, mon_id: Optional[str] = N
     )
     monitor_list_append(mon)
     return mon
-
-
-# ---------------------------------------------------------------- human-monitor-command
-
-
-@requires_bql
-def qmp_human_monitor_command(command_line: str, cpu_index: Optional[int]) -> str:
-    """Run one HMP command line in a scratch monitor and return its output.
-
-    The scratch monitor has no chardev and never flushes, so the output
-    collects in its buffer, line ends already CRLF; a command that prints
-    nothing gives "".  ``-machine none`` has no CPUs, so any ``cpu-index``
-    is refused.
-    """
-    hmp = MonitorHMP(use_readline=False, skip_flush=True)
-    monitor_data_init(hmp)
-    try:
-        if cpu_index is not None:
-            raise error_setg("Parameter '%s' expects %s", "cpu-index", "a CPU number")
-        handle_hmp_command(hmp, command_line)
-        with hmp.mon_lock:
-            return hmp.outbuf.decode("utf-8", "replace")
-    finally:
-        monitor_data_destroy(hmp)

@@ -66,7 +66,6 @@ from util.main_loop import iohandler_get_aio_context, qemu_get_aio_context
 from util.markers import main_loop_only
 from util.osdep import qemu_close_fds
 from util.qemu_option import QemuOpts, qemu_opt_get, qemu_opt_get_bool, qemu_opts_id
-from util.readline import readline_restart, readline_show_prompt
 from util.thread import QemuThreadLocal
 from util.timer import SCALE_MS, SCALE_NS, qemu_clock_get_ns, timer_del, timer_mod_ns
 
@@ -354,7 +353,8 @@ def monitor_suspend(mon: Monitor) -> int:
     g = monitor_globals()
     if mon.use_io_thread and g.mon_iothread is not None:
         aio_notify(iothread_get_aio_context(g.mon_iothread))
-    trace_monitor_suspend(mon.name, 1)
+    if trace_monitor_suspend.state:
+        trace_monitor_suspend(mon.name, 1)
     return 0
 
 
@@ -365,6 +365,8 @@ def monitor_accept_input(opaque: Monitor) -> None:
     """
     mon = opaque
     if isinstance(mon, MonitorHMP) and mon.reset_seen and mon.rs is not None:
+        from util.readline import readline_restart, readline_show_prompt
+
         with mon.mon_lock:
             readline_restart(mon.rs)
         readline_show_prompt(mon.rs)
@@ -382,7 +384,8 @@ def monitor_resume(mon: Monitor) -> None:
         else:
             ctx = qemu_get_aio_context()
         aio_bh_schedule_oneshot(ctx, monitor_accept_input, mon, "monitor_accept_input")
-    trace_monitor_suspend(mon.name, -1)
+    if trace_monitor_suspend.state:
+        trace_monitor_suspend(mon.name, -1)
 
 
 def monitor_can_read(opaque: Monitor) -> int:
@@ -518,7 +521,6 @@ def monitor_init(
     emulator-only fix of bugs.md entry 3 (``-mon ...,x-session-check=on``),
     QMP only.
     """
-    from monitor.hmp import monitor_init_hmp
     from monitor.qmp import monitor_init_qmp
 
     chr = qemu_chr_find(chardev)
@@ -536,4 +538,6 @@ def monitor_init(
         raise error_setg("'pretty' is not compatible with HMP monitors")
     if session_check:
         raise error_setg("'x-session-check' is not compatible with HMP monitors")
+    from monitor.hmp import monitor_init_hmp
+
     return monitor_init_hmp(chr, True, mon_id=mon_id)

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from monitor.monitor import monitor_globals, qapi_event_send
+from monitor.monitor import (
+    monitor_data_destroy,
+    monitor_data_init,
+    monitor_globals,
+    qapi_event_send,
+)
+from monitor.monitor_internal import MonitorHMP
 from qapi.error import ErrorClass, error_set, error_setg
 from qapi.qmp_event import qapi_event_input_data
 from util.aio import aio_co_wake, aio_timer_new
 from util.coroutine import qemu_coroutine_self, qemu_coroutine_yield
 from util.main_loop import qemu_get_aio_context, qemu_in_main_thread
-from util.markers import coroutine_fn
+from util.markers import coroutine_fn, requires_bql
 from util.timer import QEMU_CLOCK_REALTIME, SCALE_MS, qemu_clock_get_ms, timer_mod
 from util.yank import yank_find_missing, yank_instances, yank_run
 
@@ -74,3 +80,27 @@ def qmp_yank(instances: list[dict[str, Any]]) -> None:
 
 def qmp_query_yank() -> list[dict[str, Any]]:
     return yank_instances()
+
+
+@requires_bql
+def qmp_human_monitor_command(command_line: str, cpu_index: Optional[int]) -> str:
+    """Run one HMP command line in a scratch monitor and return its output.
+
+    The scratch monitor has no chardev and never flushes, so the output
+    collects in its buffer, line ends already CRLF; a command that prints
+    nothing gives "".  ``-machine none`` has no CPUs, so any ``cpu-index``
+    is refused.  HMP's parser and command table are imported here, on first
+    use: a start-up without human monitors does not load them.
+    """
+    from monitor.hmp import handle_hmp_command
+
+    hmp = MonitorHMP(use_readline=False, skip_flush=True)
+    monitor_data_init(hmp)
+    try:
+        if cpu_index is not None:
+            raise error_setg("Parameter '%s' expects %s", "cpu-index", "a CPU number")
+        handle_hmp_command(hmp, command_line)
+        with hmp.mon_lock:
+            return hmp.outbuf.decode("utf-8", "replace")
+    finally:
+        monitor_data_destroy(hmp)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
+import os
 from typing import Any, Optional, Union
 
 SPECIAL_FEATURES = ("deprecated", "unstable")
-DEFAULT_SCHEMA = Path(__file__).with_name("schema") / "qapi-schema.json"
+DEFAULT_SCHEMA = os.path.join(os.path.dirname(__file__), "schema", "qapi-schema.json")
 
 # Built-in types and the JSON type each travels as (QEMU's _def_predefineds).
 _BUILTINS = {
@@ -310,7 +310,7 @@ class Schema:
         self._entities.append(ent)
 
 
-def load_schema(path: Path = DEFAULT_SCHEMA) -> Schema:
+def load_schema(path: Union[str, os.PathLike[str]] = DEFAULT_SCHEMA) -> Schema:
     """Load a schema from its top file, following includes."""
     exprs = _read_modules(path)
     return _Builder(exprs).build()
@@ -328,20 +328,23 @@ def qapi_schema() -> Schema:
 
 # ---------------------------------------------------------------------------
 # Reading files
+#
+# Paths are strings and os.path, not pathlib: loading is on the start-up path,
+# where pathlib's import and its per-path objects are measurable.
 
 
-def _read_modules(top: Path) -> list[Expr]:
+def _read_modules(top: Union[str, os.PathLike[str]]) -> list[Expr]:
     """Expressions grouped by module, modules in order of first inclusion.
 
     QEMU's generator visits module by module, so a module's definitions stay
     together even when another module is included from its middle.
     """
-    modules: dict[Path, list[Expr]] = {}
-    _read_module(top.resolve(), modules)
+    modules: dict[str, list[Expr]] = {}
+    _read_module(os.path.realpath(top), modules)
     return [expr for exprs in modules.values() for expr in exprs]
 
 
-def _read_module(path: Path, modules: dict[Path, list[Expr]]) -> None:
+def _read_module(path: str, modules: dict[str, list[Expr]]) -> None:
     if path in modules:
         return
     own: list[Expr] = []
@@ -352,7 +355,8 @@ def _read_module(path: Path, modules: dict[Path, list[Expr]]) -> None:
         raise QAPISemError(f"{path}: a schema file must be a JSON array")
     for expr in exprs:
         if "include" in expr:
-            _read_module((path.parent / expr["include"]).resolve(), modules)
+            include = os.path.join(os.path.dirname(path), expr["include"])
+            _read_module(os.path.realpath(include), modules)
         elif any(key in expr for key in (*_META_KEYS, "pragma")):
             own.append(expr)
         elif set(expr) != {"doc"}:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import chardev.char_qmp
 import monitor.fds
-import monitor.hmp
 import monitor.hotplug
 import monitor.qmp_cmds
 import monitor.qmp_cmds_control
@@ -26,7 +25,6 @@ HANDLER_PROVIDERS = (
     monitor.qmp_cmds_control,
     monitor.qmp_cmds,
     monitor.fds,
-    monitor.hmp,
     monitor.hotplug,
     chardev.char_qmp,
     system.runstate,

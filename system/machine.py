@@ -7,19 +7,21 @@ There is no guest: the answers are those of a QEMU started with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 #: QEMU_UUID: all zeros until -uuid sets one.
 DEFAULT_UUID = "00000000-0000-0000-0000-000000000000"
 
 
-@dataclass
 class MachineGlobals:
-    """What the command line set: ``-name`` and the machine type."""
+    """What the command line set: ``-name`` and the machine type.
 
-    name: Optional[str] = None
-    uuid: str = DEFAULT_UUID
+    A plain class: a dataclass would compile its methods at every start-up.
+    """
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        self.name = name
+        self.uuid = DEFAULT_UUID
 
 
 class _Current:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ from system.vl import (
     qemu_main_loop,
     qemu_parse_args,
 )
-from util.error_report import error_report, error_set_progname
+from util.error_report import error_log_init, error_report, error_set_progname
 from util.lockdep import lockdep_violations
 from util.main_loop import main_loop_initialised
 
@@ -124,7 +123,7 @@ def _unlink_and_close(path: str, fd: int) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     error_set_progname("qemu-monitor-emu")
     # internal errors (callback exceptions) print one line each, as qemu.qmp logs
-    logging.basicConfig(level=logging.WARNING, format="qemu-monitor-emu: %(message)s")
+    error_log_init("qemu-monitor-emu: %(message)s")
     try:
         config: VlConfig = qemu_parse_args(sys.argv[1:] if argv is None else argv)
     except VlExit as e:

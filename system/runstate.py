@@ -8,7 +8,6 @@ reply and its SHUTDOWN event may come in either order.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from monitor.monitor import qapi_event_send
@@ -63,19 +62,22 @@ class MachinePhase(enum.IntEnum):
     MACHINE_READY = 4
 
 
-@dataclass
 class RunStateGlobals:
-    """runstate.c's globals: the state and the pending requests."""
+    """runstate.c's globals: the state and the pending requests.
 
-    state: RunState = RunState.PRELAUNCH
-    phase: MachinePhase = MachinePhase.NO_MACHINE
-    shutdown_requested: Optional[ShutdownCause] = None
-    reset_requested: Optional[ShutdownCause] = None
-    powerdown_requested: bool = False
-    #: -S: do not start the VM when the machine is ready
-    autostart: bool = True
-    #: the signal that asked for shutdown, reported when acted on
-    shutdown_signal: Optional[int] = None
+    A plain class: a dataclass would compile its methods at every start-up.
+    """
+
+    def __init__(self, autostart: bool = True) -> None:
+        self.state = RunState.PRELAUNCH
+        self.phase = MachinePhase.NO_MACHINE
+        self.shutdown_requested: Optional[ShutdownCause] = None
+        self.reset_requested: Optional[ShutdownCause] = None
+        self.powerdown_requested = False
+        #: -S: do not start the VM when the machine is ready
+        self.autostart = autostart
+        #: the signal that asked for shutdown, reported when acted on
+        self.shutdown_signal: Optional[int] = None
 
 
 class _Current:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from chardev.char import (
+    Chardev,
     qemu_chardev_opts,
     qemu_chr_cleanup,
     qemu_chr_new_from_opts,
@@ -24,7 +23,6 @@ from chardev.char import (
     qemu_chr_state,
 )
 from chardev.char_mux import resume_mux_open, suspend_mux_open
-from monitor.hmp import monitor_init_hmp
 from monitor.monitor import (
     monitor_cleanup,
     monitor_init_globals,
@@ -54,7 +52,6 @@ from util.qemu_option import (
     qemu_opts_parse,
 )
 from util.trace import trace_enable_events, trace_list_events
-from util.trace_chrome import trace_init_output, trace_output_close
 
 #: option name -> takes an argument (the subset of qemu-options.hx emulated)
 QEMU_OPTIONS: dict[str, bool] = {
@@ -152,23 +149,26 @@ def qemu_trace_opts() -> QemuOptsList:
     return QemuOptsList("trace", desc, implied_opt_name="enable", merge_lists=True)
 
 
-@dataclass
 class VlConfig:
-    """What the command line asked for, in order."""
+    """What the command line asked for, in order.
 
-    chardev_opts: QemuOptsList = field(default_factory=qemu_chardev_opts)
-    mon_opts: QemuOptsList = field(default_factory=qemu_mon_opts)
-    #: the command-line text that made each option group, for error locations
-    locations: dict[int, str] = field(default_factory=dict)
-    monitor_device_index: int = 0
-    nodefaults: bool = False
-    name: Optional[str] = None
-    autostart: bool = True
-    preconfig: bool = False
-    pidfile: Optional[str] = None
-    daemonize: bool = False
-    traces: list[tuple[str, str]] = field(default_factory=list)
-    default_qmp_path: Optional[str] = None
+    A plain class: a dataclass would compile its methods at every start-up.
+    """
+
+    def __init__(self) -> None:
+        self.chardev_opts = qemu_chardev_opts()
+        self.mon_opts = qemu_mon_opts()
+        #: the command-line text that made each option group, for error locations
+        self.locations: dict[int, str] = {}
+        self.monitor_device_index = 0
+        self.nodefaults = False
+        self.name: Optional[str] = None
+        self.autostart = True
+        self.preconfig = False
+        self.pidfile: Optional[str] = None
+        self.daemonize = False
+        self.traces: list[tuple[str, str]] = []
+        self.default_qmp_path: Optional[str] = None
 
 
 def lookup_opt(argv: list[str], i: int) -> tuple[str, Optional[str], int]:
@@ -301,9 +301,14 @@ def _apply_option_arg(config: VlConfig, name: str, optarg: str, loc: str) -> Non
 
 
 def add_default_monitors(config: VlConfig) -> None:
-    """Without -nodefaults or monitor options: HMP on stdio, QMP on a socket."""
+    """Without -nodefaults or monitor options: HMP on stdio, QMP on a socket.
+
+    ``tempfile`` (slow to import) is loaded only when this socket is made.
+    """
     if config.nodefaults or config.mon_opts.head:
         return
+    import tempfile
+
     path = os.path.join(tempfile.mkdtemp(prefix="qemu-monitor-emu-"), "qmp.sock")
     config.default_qmp_path = path
     monitor_parse(config, "stdio", "readline", False, "-monitor stdio")
@@ -315,8 +320,13 @@ def configure_traces(config: VlConfig) -> None:
 
     The backend follows the file name: ``.json`` Chrome/Perfetto JSON,
     ``.jsonl`` the record file, anything else the log backend
-    (util/trace_chrome.py's trace_init_output).
+    (util/trace_chrome.py's trace_init_output, imported only here: a run
+    without -trace never loads the file backends).
     """
+    if not config.traces:
+        return
+    from util.trace_chrome import trace_init_output
+
     lst = qemu_trace_opts()
     for loc, optarg in config.traces:
         opts = _parse_group(config, lst, optarg, loc)
@@ -334,7 +344,7 @@ def configure_traces(config: VlConfig) -> None:
             trace_init_output(qemu_opt_get(opts, "file"))
         except OSError as e:
             raise VlError(loc, f"cannot open trace file: {e.strerror}") from None
-    if config.traces and not trace_list_events():
+    if not trace_list_events():
         raise VlError("-trace", "no trace events are declared")
 
 
@@ -347,7 +357,7 @@ def qemu_init(config: VlConfig) -> None:
     g = monitor_init_globals(qapi_schema(), lambda: rs.phase_check(rs.MachinePhase.MACHINE_READY))
     g.runstate_is_running = rs.runstate_is_running
     qmp_init_commands(g)
-    qemu_chr_state().monitor_init_hmp = lambda chr: monitor_init_hmp(chr, True)
+    qemu_chr_state().monitor_init_hmp = _mux_monitor_init_hmp
     add_default_monitors(config)
     # muxes hold OPENED back until every frontend on them exists, as vl.c does
     suspend_mux_open()
@@ -361,6 +371,13 @@ def qemu_init(config: VlConfig) -> None:
     if not config.preconfig:
         rs.qemu_machine_creation_done()
     assert state is rs.runstate()
+
+
+def _mux_monitor_init_hmp(chr: Chardev) -> object:
+    """``mon:`` on a mux: an HMP monitor, imported only when one is made."""
+    from monitor.hmp import monitor_init_hmp
+
+    return monitor_init_hmp(chr, True)
 
 
 def _create_chardevs(config: VlConfig) -> None:
@@ -392,7 +409,10 @@ def qemu_cleanup(config: VlConfig) -> None:
     monitor_cleanup()
     qemu_chr_cleanup()
     qemu_main_loop_cleanup()
-    trace_output_close()  # every thread has stopped: the Chrome JSON is complete
+    if config.traces:
+        from util.trace_chrome import trace_output_close
+
+        trace_output_close()  # every thread has stopped: the Chrome JSON is complete
     if config.default_qmp_path:
         try:
             os.rmdir(os.path.dirname(config.default_qmp_path))

@@ -8,12 +8,12 @@ test can fail loudly instead of a thread dying quietly.  Runs in any thread.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-logger = logging.getLogger("qemu_monitor_emu")
+if TYPE_CHECKING:
+    import logging
 
 #: Signature of a sink: (where it happened, the exception).
 ErrorSink = Callable[[str, BaseException], None]
@@ -21,6 +21,8 @@ ErrorSink = Callable[[str, BaseException], None]
 _progname = "qemu-monitor-emu"
 _sink: Optional[ErrorSink] = None
 _sink_lock = threading.Lock()
+#: the stderr format main() asked for, applied by the first log (_logger)
+_log_format: Optional[str] = None
 
 
 def error_set_progname(name: str) -> None:
@@ -38,6 +40,24 @@ def error_report(msg: str) -> None:
 def warn_report(msg: str) -> None:
     """Print a warning line on stderr as QEMU's ``warn_report``."""
     error_report(f"warning: {msg}")
+
+
+def error_log_init(fmt: str) -> None:
+    """Log callback exceptions on stderr as ``fmt`` (the process's basicConfig).
+
+    Only recorded here: ``logging`` takes milliseconds to import, which a
+    start-up that never logs should not pay, so the first log configures it.
+    """
+    global _log_format
+    _log_format = fmt
+
+
+def _logger() -> logging.Logger:
+    import logging
+
+    if _log_format is not None:
+        logging.basicConfig(level=logging.WARNING, format=_log_format)
+    return logging.getLogger("qemu_monitor_emu")
 
 
 def error_sink_set(sink: Optional[ErrorSink]) -> Optional[ErrorSink]:
@@ -58,5 +78,6 @@ def report_callback_exception(where: str, exc: BaseException) -> None:
     if sink is not None:
         sink(where, exc)
         return
+    logger = _logger()
     logger.error("%s: unhandled %s: %s", where, type(exc).__name__, exc)
     logger.debug("%s: traceback", where, exc_info=exc)

@@ -31,7 +31,6 @@ import errno
 import math
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from util.error_report import warn_report
@@ -71,47 +70,63 @@ class QemuOptsHelpWanted(Exception):
         self.help_text = help_text
 
 
-@dataclass(frozen=True)
-class QemuOptDesc:
-    """One accepted option (QemuOptDesc)."""
+# Plain classes rather than dataclasses: a dataclass compiles its methods
+# when its module is imported (about 0.2 ms each), which every start-up pays.
 
-    name: str
-    type: QemuOptType
-    help: Optional[str] = None
-    def_value_str: Optional[str] = None
+
+class QemuOptDesc:
+    """One accepted option (QemuOptDesc); constant once built."""
+
+    def __init__(
+        self,
+        name: str,
+        type: QemuOptType,
+        help: Optional[str] = None,
+        def_value_str: Optional[str] = None,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.help = help
+        self.def_value_str = def_value_str
 
 
 OptValue = Union[str, bool, int]
 
 
-@dataclass
 class QemuOpt:
     """One ``name=value`` element: the text as given and its parsed value."""
 
-    name: str
-    str: str
-    desc: Optional[QemuOptDesc]
-    value: OptValue
+    def __init__(self, name: str, str: str, desc: Optional[QemuOptDesc], value: OptValue) -> None:
+        self.name = name
+        self.str = str
+        self.desc = desc
+        self.value = value
 
 
-@dataclass(eq=False)
 class QemuOpts:
     """One option group, e.g. the options of one ``-chardev`` (QemuOpts)."""
 
-    id: Optional[str]
-    opts_list: QemuOptsList
-    head: list[QemuOpt] = field(default_factory=list)
+    def __init__(self, id: Optional[str], opts_list: QemuOptsList) -> None:
+        self.id = id
+        self.opts_list = opts_list
+        self.head: list[QemuOpt] = []
 
 
-@dataclass(eq=False)
 class QemuOptsList:
     """An option list: what it accepts, and the groups created from it."""
 
-    name: str
-    desc: tuple[QemuOptDesc, ...] = ()
-    implied_opt_name: Optional[str] = None
-    merge_lists: bool = False
-    head: list[QemuOpts] = field(default_factory=list)
+    def __init__(
+        self,
+        name: str,
+        desc: tuple[QemuOptDesc, ...] = (),
+        implied_opt_name: Optional[str] = None,
+        merge_lists: bool = False,
+    ) -> None:
+        self.name = name
+        self.desc = desc
+        self.implied_opt_name = implied_opt_name
+        self.merge_lists = merge_lists
+        self.head: list[QemuOpts] = []
 
 
 Warn = Callable[[str, str], None]
@@ -128,9 +143,16 @@ def is_help_option(s: str) -> bool:
     return s in ("help", "?")
 
 
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
 def id_wellformed(ident: str) -> bool:
-    """Letters, digits, '-', '.', '_', starting with a letter (util/id.c)."""
-    return re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\-]*", ident) is not None
+    """Letters, digits, '-', '.', '_', starting with a letter (util/id.c).
+
+    A set test, not a regular expression: every -chardev/-mon id= is checked
+    at start-up, and compiling a pattern there costs more than the check.
+    """
+    return ident[:1].isascii() and ident[:1].isalpha() and _ID_CHARS.issuperset(ident)
 
 
 # ---------------------------------------------------------------- values
@@ -191,8 +213,9 @@ _SIZE_HINT = (
     "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
     "and exabytes, respectively.\n"
 )
-# What C's strtod() consumes after the integral part: a fraction, maybe an exponent.
-_FRACTION = re.compile(r"\.([0-9]*)((?:[eE][+-]?[0-9]+)?)")
+# What C's strtod() consumes after the integral part: a fraction, maybe an
+# exponent.  Compiled (and cached by re) on first use: sizes are rare.
+_FRACTION = r"\.([0-9]*)((?:[eE][+-]?[0-9]+)?)"
 
 
 def _do_strtosz(text: str) -> tuple[int, int, int]:
@@ -213,7 +236,7 @@ def _do_strtosz(text: str) -> tuple[int, int, int]:
         if text[end : end + 1] == ".":
             return errno.EINVAL, 0, 0
     elif text[end : end + 1] == ".":
-        frac = _FRACTION.match(text, end)
+        frac = re.compile(_FRACTION).match(text, end)
         assert frac is not None
         if not frac.group(1):
             end += 1  # strtod found no digits: skip the dot, as QEMU does ("1.k")

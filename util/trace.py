@@ -18,19 +18,31 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Optional
 
 
-@dataclass(frozen=True)
 class TraceRecord:
-    """One emitted event: what, where (thread), when, with which arguments."""
+    """One emitted event: what, where (thread), when, with which arguments.
 
-    name: str
-    thread: str
-    thread_id: int
-    ts_ns: int
-    args: dict[str, Any] = field(default_factory=dict)
+    Read-only by convention.  A plain class, not a frozen dataclass: that
+    would compile its methods at import, which every start-up pays.
+    """
+
+    __slots__ = ("args", "name", "thread", "thread_id", "ts_ns")
+
+    def __init__(
+        self,
+        name: str,
+        thread: str,
+        thread_id: int,
+        ts_ns: int,
+        args: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.name = name
+        self.thread = thread
+        self.thread_id = thread_id
+        self.ts_ns = ts_ns
+        self.args: dict[str, Any] = {} if args is None else args
 
 
 class TraceEvent:
