@@ -15,6 +15,8 @@ test can build a fresh one.
 from __future__ import annotations
 
 import select
+import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +29,7 @@ from util.aio import (
     aio_context_finalize,
     aio_dispatch,
     aio_notify,
+    aio_set_fd_handler,
     aio_wait_has_waiters,
     qemu_set_current_aio_context,
 )
@@ -54,6 +57,8 @@ class MainLoop:
         self.epoll = select.epoll()
         for fd in self.context_fds:
             self.epoll.register(fd, select.EPOLLIN)
+        #: (read end, write end) of the signal wakeup socket, if installed
+        self.signal_wakeup: Optional[tuple[socket.socket, socket.socket]] = None
 
 
 class _Current:
@@ -70,8 +75,49 @@ def qemu_init_main_loop() -> MainLoop:
     loop = MainLoop()
     _current.loop = loop
     qemu_set_current_aio_context(loop.qemu_aio_context)
+    qemu_signal_init(loop)
     bql_lock()
     return loop
+
+
+def qemu_signal_init(loop: MainLoop) -> None:
+    """Host signals wake the main loop through an fd it polls.
+
+    QEMU polls a signalfd.  Here the interpreter's C-level handler writes a
+    byte to a wakeup socket (``signal.set_wakeup_fd``) the moment a signal
+    lands, in whichever thread, so a signal that arrives just before the
+    main loop blocks in epoll_wait still wakes it; the Python handler then
+    runs in the main thread as soon as the poll returns.  Only the process's
+    main thread can install it (a test may run a loop elsewhere).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    rsock, wsock = socket.socketpair()
+    rsock.setblocking(False)
+    wsock.setblocking(False)
+    signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+    loop.signal_wakeup = (rsock, wsock)
+    aio_set_fd_handler(loop.qemu_aio_context, rsock.fileno(), _sigfd_handler, None, rsock)
+
+
+def _sigfd_handler(rsock: socket.socket) -> None:
+    """Drain the wakeup bytes (sigfd_handler); the Python handlers did the work."""
+    try:
+        while rsock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _qemu_signal_cleanup(loop: MainLoop) -> None:
+    if loop.signal_wakeup is None:
+        return
+    rsock, wsock = loop.signal_wakeup
+    signal.set_wakeup_fd(-1)
+    aio_set_fd_handler(loop.qemu_aio_context, rsock.fileno(), None, None)
+    rsock.close()
+    wsock.close()
+    loop.signal_wakeup = None
 
 
 def qemu_main_loop_cleanup() -> None:
@@ -79,6 +125,7 @@ def qemu_main_loop_cleanup() -> None:
     loop = main_loop()
     if loop.bql.locked_by_me():
         bql_unlock()
+    _qemu_signal_cleanup(loop)
     loop.epoll.close()
     _current.loop = None
     qemu_set_current_aio_context(None)

@@ -10,6 +10,7 @@ owner.  Runs in any thread.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections import deque
@@ -197,7 +198,13 @@ class QemuThread:
     def __init__(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
         self.name = name
         self._thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
-        self._thread.start()
+        # As qemu_thread_create: the new thread starts with every signal
+        # blocked, so host signals interrupt the main loop thread only.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     @property
     def ident(self) -> Optional[int]:
