@@ -29,7 +29,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from util.aio import (
@@ -71,9 +70,14 @@ CHR_READ_BUF_LEN = 4096
 WatchFunc = Callable[[Any], bool]
 
 
-@dataclass(eq=False)
+# Plain classes rather than dataclasses: importing ``dataclasses`` (and with
+# it ``inspect``) and compiling the generated methods is paid at every start-up.
+
+
 class ChrWatch:
     """An output (or input) watch a frontend added: a GSource with a tag."""
+
+    __slots__ = ("cond", "fd", "func", "opaque", "tag")
 
     tag: int
     cond: int
@@ -82,27 +86,62 @@ class ChrWatch:
     #: the fd it waits on, or None for a watch the backend fires itself
     fd: Optional[int]
 
+    def __init__(
+        self, tag: int, cond: int, func: WatchFunc, opaque: Any, fd: Optional[int]
+    ) -> None:
+        self.tag = tag
+        self.cond = cond
+        self.func = func
+        self.opaque = opaque
+        self.fd = fd
 
-@dataclass(eq=False)
+
 class _FdEntry:
-    reader: Optional[Callable[[], None]] = None
-    watches: list[ChrWatch] = field(default_factory=list)
-    pollable: bool = True
+    __slots__ = ("pollable", "reader", "registered", "watches")
+
+    reader: Optional[Callable[[], None]]
+    watches: list[ChrWatch]
+    pollable: bool
     #: (read, write) interest registered in the context, to skip no-op updates
-    registered: tuple[bool, bool] = (False, False)
+    registered: tuple[bool, bool]
+
+    def __init__(
+        self,
+        reader: Optional[Callable[[], None]] = None,
+        watches: Optional[list[ChrWatch]] = None,
+        pollable: bool = True,
+        registered: tuple[bool, bool] = (False, False),
+    ) -> None:
+        self.reader = reader
+        self.watches = [] if watches is None else watches
+        self.pollable = pollable
+        self.registered = registered
 
 
-@dataclass(eq=False)
 class _NamedBH:
+    __slots__ = ("bh", "cb")
+
     cb: Callable[[], None]
-    bh: Optional[QEMUBH] = None
+    bh: Optional[QEMUBH]
+
+    def __init__(self, cb: Callable[[], None], bh: Optional[QEMUBH] = None) -> None:
+        self.cb = cb
+        self.bh = bh
 
 
-@dataclass(eq=False)
 class _NamedTimer:
+    __slots__ = ("cb", "clock", "timer")
+
     cb: Callable[[], None]
     clock: QEMUClockType
-    timer: Optional[QEMUTimer] = None
+    timer: Optional[QEMUTimer]
+
+    def __init__(
+        self, cb: Callable[[], None], clock: QEMUClockType, timer: Optional[QEMUTimer] = None
+    ) -> None:
+        self.cb = cb
+        self.clock = clock
+        self.timer = timer
 
 
 def in_context_thread(ctx: AioContext) -> bool:

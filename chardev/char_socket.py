@@ -33,7 +33,6 @@ import errno
 import os
 import socket
 from array import array
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from chardev.char import (
@@ -114,25 +113,51 @@ CONNECTING = TCPChardevState.TCP_CHARDEV_STATE_CONNECTING
 CONNECTED = TCPChardevState.TCP_CHARDEV_STATE_CONNECTED
 
 
-@dataclass(eq=False)
+# Plain classes rather than dataclasses: importing ``dataclasses`` (and with
+# it ``inspect``) and compiling the generated methods costs start-up time.
+
+
 class _Conn:
     """One accepted or connected client socket and its hang-up notifier."""
+
+    __slots__ = ("fd", "hup", "opened", "sock")
 
     sock: socket.socket
     fd: int
     hup: FdHangupNotifier
     #: whether it reached CONNECTED (CLOSED is raised only then)
-    opened: bool = False
+    opened: bool
+
+    def __init__(
+        self, sock: socket.socket, fd: int, hup: FdHangupNotifier, opened: bool = False
+    ) -> None:
+        self.sock = sock
+        self.fd = fd
+        self.hup = hup
+        self.opened = opened
 
 
-@dataclass(eq=False)
 class _Connecting:
     """A non-blocking connect in progress (QEMU runs it in a thread)."""
 
+    __slots__ = ("error", "result", "sock", "targets")
+
     targets: list[tuple[int, SockAddr]]
-    sock: Optional[socket.socket] = None
-    result: Optional[socket.socket] = None
-    error: Optional[str] = None
+    sock: Optional[socket.socket]
+    result: Optional[socket.socket]
+    error: Optional[str]
+
+    def __init__(
+        self,
+        targets: list[tuple[int, SockAddr]],
+        sock: Optional[socket.socket] = None,
+        result: Optional[socket.socket] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        self.targets = targets
+        self.sock = sock
+        self.result = result
+        self.error = error
 
 
 @type_register

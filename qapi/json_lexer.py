@@ -169,10 +169,24 @@ def _run_matcher(state: int) -> Optional[_Matcher]:
     return re.compile(f"[{cls}]*".encode()).match
 
 
-_RUNS = [_run_matcher(state) for state in range(_NUM_STATES)]
 _START_ROW = _TABLE[IN_START]
-_WS_RUN = _RUNS[IN_START] or re.compile(b"").match
-_RECOVERY_RUN = _RUNS[IN_RECOVERY] or re.compile(b"").match
+
+# The run matchers are compiled on the first ``feed``, not at import: that
+# takes over a millisecond, which start-up (and the greeting) need not wait
+# for.  ``_RUNS`` is assigned last, so whoever sees it also sees the others.
+_RUNS: Optional[list[Optional[_Matcher]]] = None
+_WS_RUN: _Matcher
+_RECOVERY_RUN: _Matcher
+
+
+def _compile_runs() -> list[Optional[_Matcher]]:
+    """Compile the run matchers (once; a racing second compile is harmless)."""
+    global _RUNS, _WS_RUN, _RECOVERY_RUN
+    runs = [_run_matcher(state) for state in range(_NUM_STATES)]
+    _WS_RUN = runs[IN_START] or re.compile(b"").match
+    _RECOVERY_RUN = runs[IN_RECOVERY] or re.compile(b"").match
+    _RUNS = runs
+    return runs
 
 
 class JSONLexer:
@@ -207,6 +221,8 @@ class JSONLexer:
         """
         table = _TABLE
         runs = _RUNS
+        if runs is None:
+            runs = _compile_runs()
         sink = self._sink
         state = self.state
         partial = self._partial

@@ -29,7 +29,6 @@ formats it into a 1 KiB buffer), which shows with a long invalid keyword.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from qapi.json_lexer import (
@@ -48,15 +47,34 @@ from qapi.json_lexer import (
 __all__ = ["JSONError", "json_parser_parse", "mod_utf8_lossy"]
 
 
-@dataclass(frozen=True)
 class JSONError:
     """A syntax or limit error for one message: data for the client, not an exception.
 
     ``desc`` is QEMU's exact text; the QMP monitor sends it back as a
     GenericError without an ``id``.
+
+    Read-only by convention.  A plain class, not a frozen dataclass: that
+    would import ``dataclasses`` (and ``inspect``) at every start-up.  It
+    keeps a frozen dataclass's equality, hash and repr (tests compare them).
     """
 
+    __slots__ = ("desc",)
+
     desc: str
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+
+    def __repr__(self) -> str:
+        return f"JSONError(desc={self.desc!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JSONError) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.desc == other.desc
+
+    def __hash__(self) -> int:
+        return hash((self.desc,))
 
 
 class _ParseError(Exception):

@@ -37,7 +37,6 @@ reply; any other exception is a bug and propagates.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from qapi.error import ErrorClass, QapiError, error_set, error_setg
@@ -70,17 +69,34 @@ class CompatPolicyInput(enum.Enum):
     CRASH = "crash"
 
 
-@dataclass(frozen=True)
+# Plain classes rather than dataclasses: importing ``dataclasses`` (and with
+# it ``inspect``) and compiling the generated methods is paid at every start-up.
+# CompatPolicy and QmpDispatchEnv are read-only by convention.
+
+
 class CompatPolicy:
-    deprecated_input: CompatPolicyInput = CompatPolicyInput.ACCEPT
-    unstable_input: CompatPolicyInput = CompatPolicyInput.ACCEPT
+    __slots__ = ("deprecated_input", "unstable_input")
+
+    deprecated_input: CompatPolicyInput
+    unstable_input: CompatPolicyInput
+
+    def __init__(
+        self,
+        deprecated_input: CompatPolicyInput = CompatPolicyInput.ACCEPT,
+        unstable_input: CompatPolicyInput = CompatPolicyInput.ACCEPT,
+    ) -> None:
+        self.deprecated_input = deprecated_input
+        self.unstable_input = unstable_input
+
+
+#: The default policy (accept everything); read-only, so one can be shared.
+_ACCEPT_ALL = CompatPolicy()
 
 
 def _machine_always_ready() -> bool:
     return True
 
 
-@dataclass(frozen=True)
 class QmpDispatchEnv:
     """The hooks :func:`qmp_dispatch` needs from monitor/ and system/.
 
@@ -91,10 +107,24 @@ class QmpDispatchEnv:
     ``--preconfig`` holds the machine back.
     """
 
+    __slots__ = ("compat_policy", "machine_ready", "monitor_cur", "monitor_set_cur")
+
     monitor_cur: Callable[[], Any]
     monitor_set_cur: Callable[[Coroutine, Any], Any]
-    machine_ready: Callable[[], bool] = _machine_always_ready
-    compat_policy: CompatPolicy = field(default_factory=CompatPolicy)
+    machine_ready: Callable[[], bool]
+    compat_policy: CompatPolicy
+
+    def __init__(
+        self,
+        monitor_cur: Callable[[], Any],
+        monitor_set_cur: Callable[[Coroutine, Any], Any],
+        machine_ready: Callable[[], bool] = _machine_always_ready,
+        compat_policy: CompatPolicy = _ACCEPT_ALL,
+    ) -> None:
+        self.monitor_cur = monitor_cur
+        self.monitor_set_cur = monitor_set_cur
+        self.machine_ready = machine_ready
+        self.compat_policy = compat_policy
 
 
 # ---------------------------------------------------------------------------
@@ -196,18 +226,39 @@ def _lookup(
 # Running the handler
 
 
-@dataclass
 class QmpDispatchBH:
     """Everything the bottom half needs, and what it hands back (QEMU's struct)."""
+
+    __slots__ = ("args", "bug", "cmd", "co", "cur_mon", "env", "err", "ret")
 
     cmd: QmpCommand
     cur_mon: Optional[object]
     args: dict[str, Any]
     env: QmpDispatchEnv
     co: Coroutine
-    ret: Any = None
-    err: Optional[QapiError] = None
-    bug: Optional[BaseException] = None
+    ret: Any
+    err: Optional[QapiError]
+    bug: Optional[BaseException]
+
+    def __init__(
+        self,
+        cmd: QmpCommand,
+        cur_mon: Optional[object],
+        args: dict[str, Any],
+        env: QmpDispatchEnv,
+        co: Coroutine,
+        ret: Any = None,
+        err: Optional[QapiError] = None,
+        bug: Optional[BaseException] = None,
+    ) -> None:
+        self.cmd = cmd
+        self.cur_mon = cur_mon
+        self.args = args
+        self.env = env
+        self.co = co
+        self.ret = ret
+        self.err = err
+        self.bug = bug
 
 
 def _call_handler(

@@ -33,10 +33,10 @@ are no stubs.
 
 from __future__ import annotations
 
-import inspect
 import keyword
 from collections.abc import Mapping
-from typing import Any, Callable
+from types import FunctionType, MethodType
+from typing import Any, Callable, Optional
 
 from qapi.qmp_registry import (
     QCO_ALLOW_OOB,
@@ -95,18 +95,67 @@ def qmp_special_features(features: list[str]) -> QapiSpecialFeature:
     return flags
 
 
+#: ``co_flags`` bits for ``*args`` and ``**kwargs`` (CPython's CO_VARARGS,
+#: CO_VARKEYWORDS)
+_CO_VARIADIC = 0x04 | 0x08
+
+#: Function attributes that make ``inspect.signature`` look elsewhere.
+_SIGNATURE_OVERRIDES = ("__wrapped__", "__signature__", "__partialmethod__")
+
+
+def _code_params(handler: Handler) -> Optional[tuple[list[str], int, list[str], bool]]:
+    """A plain function's or bound method's parameters, as ``inspect.signature``
+    reports them, read off its code object: ``(positional names, how many of
+    those are positional-only, keyword-only names, whether it has *args or
+    **kwargs)``.  ``None`` for any other callable.
+
+    Importing ``inspect`` would cost every start-up a few milliseconds.
+    """
+    bound = isinstance(handler, MethodType)
+    func = handler.__func__ if bound else handler  # type: ignore[attr-defined]
+    if type(func) is not FunctionType or any(a in func.__dict__ for a in _SIGNATURE_OVERRIDES):
+        return None
+    code = func.__code__
+    argcount = code.co_argcount
+    if bound and argcount == 0:
+        return None  # let inspect decide what such a method looks like
+    skip = 1 if bound else 0  # a bound method hides ``self``
+    names = code.co_varnames[: argcount + code.co_kwonlyargcount]
+    return (
+        list(names[skip:argcount]),
+        max(code.co_posonlyargcount - skip, 0),
+        list(names[argcount:]),
+        bool(code.co_flags & _CO_VARIADIC),
+    )
+
+
+def _inspect_params(handler: Handler) -> tuple[list[str], int, list[str], bool]:
+    """:func:`_code_params` for any other callable, by ``inspect.signature``."""
+    import inspect
+
+    kind = inspect.Parameter
+    params = inspect.signature(handler).parameters.values()
+    return (
+        [p.name for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)],
+        sum(p.kind is kind.POSITIONAL_ONLY for p in params),
+        [p.name for p in params if p.kind is kind.KEYWORD_ONLY],
+        any(p.kind in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD) for p in params),
+    )
+
+
 def _check_signature(cmd: Command, handler: Handler) -> None:
-    params = list(inspect.signature(handler).parameters.values())
-    kinds = {p.kind for p in params}
+    found = _code_params(handler)
+    positional, posonly, kwonly, variadic = found or _inspect_params(handler)
     if cmd.boxed:
-        positional = {inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
-        if len(params) != 1 or not kinds <= positional:
+        if len(positional) != 1 or kwonly or variadic:
+            import inspect  # only to describe the mistake
+
+            params = list(inspect.signature(handler).parameters.values())
             raise QmpBindError(f"{cmd.name}: a boxed handler takes one argument, not {params}")
         return
-    keyword = {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}
-    if not kinds <= keyword:
+    if posonly or variadic:
         raise QmpBindError(f"{cmd.name}: handler must take plain keyword arguments only")
-    names = sorted(p.name for p in params)
+    names = sorted(positional + kwonly)
     expected = sorted(py_name(m.name) for m in cmd.arg_type.members) if cmd.arg_type else []
     if names != expected:
         raise QmpBindError(f"{cmd.name}: handler takes {names}, schema wants {expected}")

@@ -14,7 +14,6 @@ from the main loop, as single attribute stores.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from qapi.error import error_setg
@@ -50,22 +49,54 @@ class QapiSpecialFeature(enum.IntFlag):
     QAPI_UNSTABLE = 1 << 1
 
 
-@dataclass(eq=False)
 class QmpCommand:
+    """One registered command (QEMU's ``QmpCommand``).
+
+    A plain class rather than a dataclass: importing ``dataclasses`` (and
+    with it ``inspect``) would be paid at every start-up.
+    """
+
+    __slots__ = (
+        "allow_oob",
+        "allow_preconfig",
+        "coroutine",
+        "disable_reason",
+        "enabled",
+        "fn",
+        "name",
+        "options",
+        "special_features",
+        "success_response",
+    )
+
     name: str
     fn: QmpCommandFunc
     options: QmpCommandOptions
-    special_features: QapiSpecialFeature = QapiSpecialFeature.NONE
-    enabled: bool = True
-    disable_reason: Optional[str] = None
+    special_features: QapiSpecialFeature
+    enabled: bool
+    disable_reason: Optional[str]
     #: ``options`` as plain bools for the per-request path, where a Flag
     #: ``&`` would cost half a microsecond each time.
-    allow_oob: bool = field(init=False, repr=False)
-    allow_preconfig: bool = field(init=False, repr=False)
-    coroutine: bool = field(init=False, repr=False)
-    success_response: bool = field(init=False, repr=False)
+    allow_oob: bool
+    allow_preconfig: bool
+    coroutine: bool
+    success_response: bool
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        fn: QmpCommandFunc,
+        options: QmpCommandOptions,
+        special_features: QapiSpecialFeature = QapiSpecialFeature.NONE,
+        enabled: bool = True,
+        disable_reason: Optional[str] = None,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.options = options
+        self.special_features = special_features
+        self.enabled = enabled
+        self.disable_reason = disable_reason
         self.allow_oob = bool(self.options & QCO_ALLOW_OOB)
         self.allow_preconfig = bool(self.options & QCO_ALLOW_PRECONFIG)
         self.coroutine = bool(self.options & QCO_COROUTINE)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from greenlet import getcurrent
@@ -49,13 +48,23 @@ class LockOrderError(AssertionError):
     """Two lock classes were taken in an order the hierarchy forbids."""
 
 
-@dataclass(frozen=True)
 class Site:
-    """Where a lock was acquired: source position and thread name."""
+    """Where a lock was acquired: source position and thread name.
+
+    Read-only by convention.  A plain class, not a frozen dataclass: that
+    would import ``dataclasses`` (and ``inspect``) at every start-up.
+    """
+
+    __slots__ = ("filename", "lineno", "thread")
 
     filename: str
     lineno: int
     thread: str
+
+    def __init__(self, filename: str, lineno: int, thread: str) -> None:
+        self.filename = filename
+        self.lineno = lineno
+        self.thread = thread
 
     def __str__(self) -> str:
         return f"{os.path.relpath(self.filename)}:{self.lineno} [{self.thread}]"

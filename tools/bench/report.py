@@ -210,7 +210,11 @@ blocks the main loop with blkdebug on a FIFO (QEMU) and in-band `x-oob-test
 {"lock": true}` (emulator), as tests/integration/harness.py does; the floor
 has no main loop to block.  Workload 8 starts a fresh process every round.
 Workloads 6 and 7 include the client's own cost of reading every monitor's
-socket, which the floor's column shows."""
+socket, which the floor's column shows.  Run it with the Python of a
+virtualenv where the project is installed (`pip install .`, as above): an
+interpreter whose own site-packages carries `.pth` start-up hooks (an
+editable install's finder, a sandbox's CA injection) pays for them in every
+process start, the floor's included, and workload 8 would measure them."""
 
 
 def render_section(
