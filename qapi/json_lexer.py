@@ -150,8 +150,10 @@ def _build_table() -> list[list[int]]:
     return t
 
 
-_TABLE = _build_table()
-
+#: The transition table and its start row; built with the run matchers on
+#: the first ``feed`` (a flush before any feed finds the lexer at the start)
+_TABLE: list[list[int]] = []
+_START_ROW: list[int] = []
 
 _Matcher = Callable[[bytes, int, int], Optional["re.Match[bytes]"]]
 
@@ -169,19 +171,20 @@ def _run_matcher(state: int) -> Optional[_Matcher]:
     return re.compile(f"[{cls}]*".encode()).match
 
 
-_START_ROW = _TABLE[IN_START]
-
-# The run matchers are compiled on the first ``feed``, not at import: that
-# takes over a millisecond, which start-up (and the greeting) need not wait
-# for.  ``_RUNS`` is assigned last, so whoever sees it also sees the others.
+# The table and the run matchers are built on the first ``feed``, not at
+# import: that takes a few milliseconds, which start-up (and the greeting)
+# need not wait for.  ``_RUNS`` is assigned last, so whoever sees it also
+# sees the others.
 _RUNS: Optional[list[Optional[_Matcher]]] = None
 _WS_RUN: _Matcher
 _RECOVERY_RUN: _Matcher
 
 
 def _compile_runs() -> list[Optional[_Matcher]]:
-    """Compile the run matchers (once; a racing second compile is harmless)."""
-    global _RUNS, _WS_RUN, _RECOVERY_RUN
+    """Build the table and the run matchers (once; a racing second build is harmless)."""
+    global _TABLE, _START_ROW, _RUNS, _WS_RUN, _RECOVERY_RUN
+    _TABLE = _build_table()
+    _START_ROW = _TABLE[IN_START]
     runs = [_run_matcher(state) for state in range(_NUM_STATES)]
     _WS_RUN = runs[IN_START] or re.compile(b"").match
     _RECOVERY_RUN = runs[IN_RECOVERY] or re.compile(b"").match
@@ -219,10 +222,10 @@ class JSONLexer:
         one byte at a time), or ``yield_at_start`` is set and the lexer is
         back in the start state, so the owner can try its fast path there.
         """
-        table = _TABLE
         runs = _RUNS
         if runs is None:
             runs = _compile_runs()
+        table = _TABLE
         sink = self._sink
         state = self.state
         partial = self._partial
