@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import re
@@ -37,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -143,8 +143,15 @@ class QMPLine:
         self.closed = False
 
     @classmethod
-    def connect(cls, path: str, *, deadline: float = DEADLINE, name: str = "qmp") -> QMPLine:
-        """Connect to *path*, retrying while the server is not listening yet."""
+    def connect(
+        cls,
+        path: str,
+        *,
+        proc: subprocess.Popen[Any],
+        deadline: float = DEADLINE,
+        name: str = "qmp",
+    ) -> QMPLine:
+        """Connect to *path* served by *proc*, retrying while it is not listening yet."""
         end = time.monotonic() + deadline
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -153,9 +160,8 @@ class QMPLine:
                 return cls(sock, name)
             except (ConnectionRefusedError, FileNotFoundError):
                 sock.close()
-                if time.monotonic() >= end:
+                if time.monotonic() >= end or wait_for_exit(proc, POLL_PAUSE):
                     raise
-                _poll_pause()
 
     # -- sending ------------------------------------------------------------
 
@@ -386,10 +392,7 @@ class Instance:
                     )
                 if time.monotonic() >= end:
                     raise TimeoutError(f"{self.target}: {path} did not appear within {deadline}s")
-                try:  # waiting for the process to die is the pause: an exit is seen at once
-                    self.proc.wait(timeout=POLL_PAUSE)
-                except subprocess.TimeoutExpired:
-                    pass
+                wait_for_exit(self.proc, POLL_PAUSE)
 
     def wait_until_served(self, deadline: float = DEADLINE) -> None:
         """Return once every monitor answers a clean greeting + qmp_capabilities round trip.
@@ -422,7 +425,9 @@ class Instance:
     def _probe(self, path: str, end: float) -> Optional[str]:
         """One throw-away session on *path*: None if clean, else what went wrong."""
         try:
-            client = QMPLine.connect(path, deadline=max(end - time.monotonic(), 0.001))
+            client = QMPLine.connect(
+                path, proc=self.proc, deadline=max(end - time.monotonic(), 0.001)
+            )
         except OSError as e:
             return f"connect: {e!r}"
         try:
@@ -439,7 +444,7 @@ class Instance:
 
     def connect(self, path: Optional[str] = None, *, name: str = "qmp") -> QMPLine:
         """Open a raw connection to the primary monitor (or *path*)."""
-        client = QMPLine.connect(path or self.mon_path, name=name)
+        client = QMPLine.connect(path or self.mon_path, proc=self.proc, name=name)
         self._clients.append(client)
         return client
 
@@ -527,15 +532,22 @@ def _assert_reaped(pid: int) -> None:
     assert not (state == "Z" and ppid == os.getpid()), f"pid {pid} left a zombie"
 
 
-#: seconds between two polls of another process's state
+#: seconds between two looks for a listening socket, which gives no notification
 POLL_PAUSE = 0.01
 
 
-def _poll_pause() -> None:
-    """The pause between two polls of another process's state, for what gives
-    no notification to wait on: a listening socket being created, a FIFO's
-    reader opening it.  Only in loops bounded by a deadline."""
-    time.sleep(POLL_PAUSE)
+def wait_for_exit(proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Wait up to *timeout* for *proc* to exit; True if it has.
+
+    The pause between two looks for what gives no notification (a socket
+    starting to listen) is a wait on the one event that matters meanwhile:
+    the process dying, which is then seen at once rather than at the deadline.
+    """
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 #: QEMU 7.2 sometimes aborts when a client connects inside the startup window
@@ -732,16 +744,23 @@ class FifoBlocker(Blocker):
             },
             req_id=req_id,
         )
-        end = time.monotonic() + deadline
-        while True:
-            try:
-                self._writer = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-                return
-            except OSError as e:
-                # ENXIO: no reader yet, QEMU has not reached blkdebug's open().
-                if e.errno != errno.ENXIO or time.monotonic() >= end:
-                    raise
-                _poll_pause()
+        # Opening a FIFO for writing returns when its reader (blkdebug, in
+        # QEMU's main loop) opens it: that is the event, waited for with a
+        # deadline.  On timeout our own read end releases the opener.
+        opened: list[int] = []
+        opener = threading.Thread(
+            target=lambda: opened.append(os.open(self.fifo, os.O_WRONLY)), daemon=True
+        )
+        opener.start()
+        opener.join(deadline)
+        if opener.is_alive():
+            release = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+            opener.join()
+            os.close(release)
+            for fd in opened:
+                os.close(fd)
+            raise TimeoutError(f"blkdebug did not open {self.fifo} within {deadline}s")
+        self._writer = opened[0]
 
     def unblock(self) -> None:
         assert self._writer is not None, "not blocked"

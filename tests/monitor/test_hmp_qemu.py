@@ -88,7 +88,7 @@ def qemu_transcript(path: str) -> list[bytes]:
     argv += ["-monitor", f"unix:{path},server=on,wait=off"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        sock = QMPLine.connect(path, deadline=DEADLINE).sock
+        sock = QMPLine.connect(path, proc=proc, deadline=DEADLINE).sock
         out = [_read_until_prompt(sock)]
         for step in STEPS:
             sock.sendall(step)
@@ -204,7 +204,7 @@ def qemu_mux_transcript(path: str, mux_steps: list[tuple[bytes, bytes]]) -> list
     try:
         out = []
         for steps in (mux_steps, RECONNECT_STEPS):
-            sock = QMPLine.connect(path, deadline=DEADLINE).sock
+            sock = QMPLine.connect(path, proc=proc, deadline=DEADLINE).sock
             out.append(_read_until(sock, PROMPT))
             for keys, end in steps:
                 sock.sendall(keys)
