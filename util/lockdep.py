@@ -106,11 +106,6 @@ class _ThreadState(threading.local):
 lockdep_tls = _ThreadState()
 
 
-def held_stack() -> list[Held]:
-    """The calling thread's stack of held locks (outermost first)."""
-    return lockdep_tls.stack
-
-
 def held_site(entry: Held) -> Site:
     """Where the held-stack ``entry`` was taken, in the calling thread."""
     return Site(entry[1].co_filename, code_line(entry[1], entry[2]), lockdep_tls.name)
