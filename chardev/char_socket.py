@@ -118,22 +118,18 @@ CONNECTED = TCPChardevState.TCP_CHARDEV_STATE_CONNECTED
 
 
 class _Conn:
-    """One accepted or connected client socket and its hang-up notifier."""
+    """One accepted or connected client socket."""
 
-    __slots__ = ("fd", "hup", "opened", "sock")
+    __slots__ = ("fd", "opened", "sock")
 
     sock: socket.socket
     fd: int
-    hup: FdHangupNotifier
     #: whether it reached CONNECTED (CLOSED is raised only then)
     opened: bool
 
-    def __init__(
-        self, sock: socket.socket, fd: int, hup: FdHangupNotifier, opened: bool = False
-    ) -> None:
+    def __init__(self, sock: socket.socket, fd: int, opened: bool = False) -> None:
         self.sock = sock
         self.fd = fd
-        self.hup = hup
         self.opened = opened
 
 
@@ -191,6 +187,8 @@ class SocketChardev(Chardev):
         #: the frontend's can_read at the last read poll (tcp_chr_read_poll)
         self.max_size = 0
         self.reading = False
+        #: the hup_source of every connection: created at the first one
+        self.hup: Optional[FdHangupNotifier] = None
         self.sources.add_bh("tcp_chr_disconnect_bh", self._disconnect_bh)
         self.sources.add_bh("tcp_chr_connect_done_bh", self._connect_done_bh)
         self.sources.add_timer(
@@ -267,11 +265,12 @@ class SocketChardev(Chardev):
         """QEMU 7.2's qemu_chr_compute_filename (UNIX: the *local* path)."""
         server = ",server=on" if self.is_listen else ""
         local = sock.getsockname()
-        if sock.family == socket.AF_UNIX:
+        family = sock.family
+        if family == socket.AF_UNIX:
             path = local if isinstance(local, str) and not local.startswith("\0") else ""
             return f"unix:{path}{server}"
         peer = sock.getpeername()
-        left, right = ("[", "]") if sock.family == socket.AF_INET6 else ("", "")
+        left, right = ("[", "]") if family == socket.AF_INET6 else ("", "")
         here = f"{left}{local[0]}{right}:{local[1]}"
         there = f"{left}{peer[0]}{right}:{peer[1]}"
         return f"{self._protocol()}:{here}{server} <-> {there}"
@@ -415,10 +414,9 @@ class SocketChardev(Chardev):
         sock.setblocking(False)
         if self.do_nodelay and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(sock, sock.fileno(), FdHangupNotifier(sock.fileno()))
+        conn = _Conn(sock, sock.fileno())
         yank_register_function(chardev_yank_instance(self.label), _yank_connection, sock)
         self._listen(False)
-        self.filename = self._compute_filename(sock)
         with self.chr_write_lock:
             self.conn = conn
         if self.do_telnetopt:
@@ -432,7 +430,10 @@ class SocketChardev(Chardev):
         with self.chr_write_lock:
             self.state = CONNECTED
             conn.opened = True
-        self.sources.set_reader(conn.hup.fileno(), self._tcp_chr_hup)
+        if self.hup is None:
+            self.hup = FdHangupNotifier()
+            self.sources.set_reader(self.hup.fileno(), self._tcp_chr_hup)
+        self.hup.watch(conn.fd)
         self.chr_read_poll_update()
         qemu_chr_be_event(self, CHR_EVENT_OPENED)
 
@@ -645,8 +646,8 @@ class SocketChardev(Chardev):
     def _release(self, conn: _Conn) -> list[Any]:
         """Close a torn-down connection; returns the watches that waited on it."""
         watches = self.sources.detach(conn.fd)
-        self.sources.detach(conn.hup.fileno())
-        conn.hup.close()
+        if conn.opened and self.hup is not None:
+            self.hup.unwatch(conn.fd)
         yank_unregister_function(chardev_yank_instance(self.label), _yank_connection, conn.sock)
         conn.sock.close()
         return watches
@@ -669,6 +670,10 @@ class SocketChardev(Chardev):
             self.sources.detach(self.listener.fileno())
             socket_listen_cleanup(self.listener)
             self.listener.close()
+        if self.hup is not None:
+            self.sources.detach(self.hup.fileno())
+            self.hup.close()
+            self.hup = None
         if self.registered_yank:
             yank_unregister_instance(chardev_yank_instance(self.label))
         qemu_chr_be_event(self, CHR_EVENT_CLOSED)

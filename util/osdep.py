@@ -10,7 +10,7 @@ that polling stays in util/ (DESIGN.md's one rule):
 * :func:`qemu_poll_fd` -- a blocking wait for one fd (``poll(2)``), used
   where QEMU retries a write until it fits (``qemu_chr_write_all``).
 * :func:`qemu_close_fds` -- close fds collected under a lock, after dropping it.
-* :class:`FdHangupNotifier` -- an fd that becomes readable when another fd
+* :class:`FdHangupNotifier` -- an fd that becomes readable when a watched fd
   hangs up, whatever data is queued on it.  glib lets QEMU watch ``G_IO_HUP``
   alone; a selector cannot, because asking for readability spins while
   unread data waits.  An epoll set holding the fd with an empty event mask
@@ -70,14 +70,29 @@ def qemu_poll_fd(fd: int, events: int, timeout: Optional[float] = None) -> int:
 
 
 class FdHangupNotifier:
-    """Readable exactly while the watched fd reports HUP or ERR."""
+    """Readable exactly while one of the watched fds reports HUP or ERR.
 
-    def __init__(self, fd: int) -> None:
+    One notifier serves a chardev for its whole life: each connection's fd
+    is added when it opens and removed before it is closed, so a connect
+    cycle costs two epoll_ctl calls, not an epoll set of its own.
+    """
+
+    def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._epoll.register(fd, 0)
 
     def fileno(self) -> int:
         return self._epoll.fileno()
+
+    def watch(self, fd: int) -> None:
+        """Report HUP and ERR of ``fd`` (an empty event mask asks for nothing else)."""
+        self._epoll.register(fd, 0)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd``; call it before ``fd`` is closed."""
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed already: the kernel dropped it
 
     def close(self) -> None:
         self._epoll.close()

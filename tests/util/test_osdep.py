@@ -39,8 +39,9 @@ def test_poll_fd():
 
 def test_hangup_notifier_ignores_data_and_sees_hup():
     a, b = socket.socketpair()
-    hup = FdHangupNotifier(a.fileno())
+    hup = FdHangupNotifier()
     try:
+        hup.watch(a.fileno())
         b.send(b"unread data")
         assert qemu_poll_fd(hup.fileno(), POLLIN, 0) == 0
         b.close()
@@ -49,3 +50,26 @@ def test_hangup_notifier_ignores_data_and_sees_hup():
     finally:
         hup.close()
         a.close()
+
+
+def test_hangup_notifier_serves_one_fd_after_another():
+    """An unwatched fd's hang-up is not reported; the next fd's is."""
+    hup = FdHangupNotifier()
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        hup.watch(a.fileno())
+        hup.unwatch(a.fileno())
+        b.close()
+        assert qemu_poll_fd(hup.fileno(), POLLIN, 0) == 0
+        hup.watch(c.fileno())
+        assert qemu_poll_fd(hup.fileno(), POLLIN, 0) == 0
+        d.close()
+        assert qemu_poll_fd(hup.fileno(), POLLIN, 1) & POLLIN
+        hup.unwatch(c.fileno())
+        assert qemu_poll_fd(hup.fileno(), POLLIN, 0) == 0
+        hup.unwatch(c.fileno())  # twice: harmless
+    finally:
+        hup.close()
+        a.close()
+        c.close()
