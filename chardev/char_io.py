@@ -306,9 +306,11 @@ class ChrSources:
         arrives meanwhile, as glib merely leaves such an fd out of its polls.
         """
         entry = self._fds[fd]
-        ctx = self._context_locked()
-        want_in = entry.reader is not None or any(w.cond & G_IO_IN for w in entry.watches)
-        want_out = any(w.cond & G_IO_OUT for w in entry.watches)
+        watches = entry.watches
+        want_in = entry.reader is not None or (
+            bool(watches) and any(w.cond & G_IO_IN for w in watches)
+        )
+        want_out = bool(watches) and any(w.cond & G_IO_OUT for w in watches)
         if not entry.pollable:
             if want_in or want_out:
                 self._bh_schedule_locked(self._ready_bh)
@@ -316,7 +318,7 @@ class ChrSources:
         reg_in = want_in or (keep_in and entry.registered[0])
         if entry.registered != (reg_in, want_out):
             aio_set_fd_handler(
-                ctx,
+                self._context_locked(),
                 fd,
                 self._io_read if reg_in else None,
                 self._io_write if want_out else None,

@@ -317,7 +317,10 @@ def aio_bh_poll(ctx: AioContext) -> bool:
 
 def _bh_deadline_zero(ctx: AioContext) -> bool:
     with ctx.bh_lock:
-        return any(bh.flags & BH_SCHEDULED and not bh.flags & BH_DELETED for bh in ctx.bh_list)
+        for bh in ctx.bh_list:
+            if bh.flags & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED:
+                return True
+    return False
 
 
 # ---------------------------------------------------------------- fd handlers

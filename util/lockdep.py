@@ -141,6 +141,15 @@ def _violation(msg: str) -> None:
     raise LockOrderError(msg)
 
 
+def checked_pairs() -> set[tuple[str, str]]:
+    """The (outer, inner) class pairs already ranked and recorded.
+
+    The same set object for the life of the process (a reset clears it), so
+    util/thread.py keeps a reference for its inline fast path.
+    """
+    return _state.checked
+
+
 def lockdep_acquire(lock: Any, entry: Held, stack: list[Held]) -> None:
     """Check taking ``lock`` (described by ``entry``) against the held ``stack``.
 

@@ -164,6 +164,9 @@ def qemu_notify_event() -> None:
     aio_notify(main_loop().qemu_aio_context)
 
 
+_NOTHING_FIRED: dict[int, int] = {}
+
+
 def main_loop_wait(nonblocking: bool = False) -> bool:
     """Wait for work on both main contexts, then run it with the BQL held.
 
@@ -194,7 +197,7 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
                 trace_bql_handoff(False)
     else:
         ready = loop.epoll.poll(0)
-    fired = {fd for fd, _ in ready}
+    fired = dict(ready) if ready else _NOTHING_FIRED
     progress = False
     for ctx, ctx_fd in zip(ctxs, loop.context_fds):
         ctx.notify_me = False

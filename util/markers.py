@@ -23,16 +23,44 @@ class ThreadRoleError(AssertionError):
     """A function ran in a thread (or context) its marker forbids."""
 
 
-def _marker(check: Callable[[], bool], what: str) -> Callable[[F], F]:
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not check():
-                raise ThreadRoleError(
-                    f"{fn.__qualname__} {what}; called in {threading.current_thread().name}"
-                )
-            return fn(*args, **kwargs)
+Check = tuple[Callable[[], bool], str]
 
+
+def _marker(check: Callable[[], bool], what: str) -> Callable[[F], F]:
+    """A decorator asserting ``check()`` on entry.
+
+    Stacked markers fold into one wrapper that runs every check, outermost
+    first: ``do_qmp_dispatch_bh`` is both main-loop-only and BQL-only, and
+    runs once per request.
+    """
+
+    def decorate(fn: F) -> F:
+        inner = getattr(fn, "__marker_inner__", fn)
+        checks: tuple[Check, ...] = ((check, what), *getattr(fn, "__marker_checks__", ()))
+
+        def fail(what: str) -> ThreadRoleError:
+            return ThreadRoleError(
+                f"{inner.__qualname__} {what}; called in {threading.current_thread().name}"
+            )
+
+        if len(checks) == 1:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if not check():
+                    raise fail(what)
+                return inner(*args, **kwargs)
+
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                for one, one_what in checks:
+                    if not one():
+                        raise fail(one_what)
+                return inner(*args, **kwargs)
+
+        functools.update_wrapper(wrapper, inner)
+        wrapper.__marker_inner__ = inner  # type: ignore[attr-defined]
+        wrapper.__marker_checks__ = checks  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate

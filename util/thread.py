@@ -21,6 +21,7 @@ from greenlet import getcurrent
 from util.lockdep import (
     LOCKDEP_WRAPPER_CODES,
     LockOrderError,
+    checked_pairs,
     code_line,
     lockdep_acquire,
     lockdep_release,
@@ -36,6 +37,7 @@ trace_qemu_mutex_unlock = trace_event("qemu_mutex_unlock", "mutex")
 trace_qemu_mutex_contended = trace_event("qemu_mutex_contended", "mutex", "owner")
 
 _getframe = sys._getframe
+_checked_pairs = checked_pairs()
 _get_ident = threading.get_ident
 
 
@@ -67,7 +69,13 @@ class QemuMutex:
         code = frame.f_code
         entry = (self, code, frame.f_lasti, getcurrent())
         stack = lockdep_tls.stack
-        if stack:
+        # the common nesting (one lock, usually the BQL, held; that pair of
+        # classes checked before) needs no call into the checker
+        if stack and (
+            len(stack) != 1
+            or stack[0][0] is self
+            or (stack[0][0].name, self.name) not in _checked_pairs
+        ):
             lockdep_acquire(self, entry, stack)
         if trace_qemu_mutex_lock.state:
             trace_qemu_mutex_lock(self.name, code.co_filename, code_line(code, entry[2]))

@@ -34,6 +34,13 @@ def io_code():
     return "ok"
 
 
+@main_loop_only
+@requires_bql
+def global_state_with_bql(x, *, y):
+    """Stacked markers: one wrapper, every check, outermost first."""
+    return (x, y)
+
+
 def test_markers_pass_in_the_right_place(main_loop):
     assert global_state() == "ok"
     assert needs_bql() == "ok"
@@ -66,6 +73,27 @@ def test_markers_fire_in_the_wrong_place(main_loop):
     bql_unlock()
     with pytest.raises(ThreadRoleError, match="requires the BQL"):
         needs_bql()
+
+
+def test_stacked_markers_check_each_and_keep_the_function(main_loop):
+    assert global_state_with_bql(1, y=2) == (1, 2)
+    assert global_state_with_bql.__name__ == "global_state_with_bql"
+    assert "Stacked markers" in global_state_with_bql.__doc__
+    errors = []
+
+    def elsewhere():
+        try:
+            global_state_with_bql(1, y=2)
+        except ThreadRoleError as e:
+            errors.append(str(e))
+
+    qemu_thread_create("wrong", elsewhere).join(5)
+    assert errors == [
+        "global_state_with_bql must run in the main loop thread; called in wrong"
+    ]
+    bql_unlock()
+    with pytest.raises(ThreadRoleError, match="global_state_with_bql requires the BQL"):
+        global_state_with_bql(1, y=2)
 
 
 def test_trace_pattern_enables_and_records_thread_and_args():
