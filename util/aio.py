@@ -292,15 +292,20 @@ def qemu_bh_delete(bh: QEMUBH) -> None:
     _aio_bh_enqueue(bh, BH_DELETED)
 
 
+#: flags a BH loses when a pass takes it off the list (aio_bh_dequeue)
+_BH_DEQUEUE_CLEARS = ~(BH_PENDING | BH_SCHEDULED | BH_IDLE)
+
+
 def aio_bh_poll(ctx: AioContext) -> bool:
     """Run the BHs scheduled before this call; BHs scheduled meanwhile wait."""
-    with ctx.bh_lock:
+    lock = ctx.bh_lock
+    with lock:
         bhs, ctx.bh_list = ctx.bh_list, []
     progress = False
     for bh in bhs:
-        with ctx.bh_lock:
+        with lock:
             flags = bh.flags
-            bh.flags = flags & ~(BH_PENDING | BH_SCHEDULED | BH_IDLE)
+            bh.flags = flags & _BH_DEQUEUE_CLEARS
             if flags & (BH_DELETED | BH_ONESHOT):
                 ctx.live_bhs.discard(bh)
         if flags & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED:
@@ -316,10 +321,12 @@ def aio_bh_poll(ctx: AioContext) -> bool:
 
 
 def _bh_deadline_zero(ctx: AioContext) -> bool:
-    with ctx.bh_lock:
-        for bh in ctx.bh_list:
-            if bh.flags & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED:
-                return True
+    """Is a live BH scheduled?  Read without bh_lock, as QEMU reads the flags
+    with qatomic_read: a BH queued just after the scan also kicked the
+    context (its poller set ``notify_me`` first), so the poll returns."""
+    for bh in ctx.bh_list:
+        if bh.flags & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED:
+            return True
     return False
 
 

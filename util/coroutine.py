@@ -102,7 +102,11 @@ def qemu_aio_coroutine_enter(ctx: Optional[AioContext], co: Coroutine) -> None:
     Then enter, in order, the coroutines it woke with ``aio_co_enter`` while
     running (co_queue_wakeup), as QEMU does.
     """
-    pending = [co]
+    _enter_one(ctx, co)
+    if not co.co_queue_wakeup:
+        return  # it woke nobody: the usual case
+    pending = co.co_queue_wakeup
+    co.co_queue_wakeup = []
     while pending:
         to = pending.pop(0)
         _enter_one(ctx, to)
@@ -125,16 +129,19 @@ def _enter_one(ctx: Optional[AioContext], co: Coroutine) -> None:
     co.ctx = ctx
     if trace_qemu_coroutine_enter.state:
         trace_qemu_coroutine_enter(self.name, co.name, co.opaque)
-    co.greenlet.parent = greenlet.getcurrent()
+    g = co.greenlet
+    here = greenlet.getcurrent()
+    if g.parent is not here:  # setting it checks for cycles: only on change
+        g.parent = here
     _tls.current = co
     try:
-        co.greenlet.switch()
+        g.switch()
     except BaseException:
         co.finished = True
         raise
     finally:
         _tls.current = None if self is _tls.leader else self
-        if co.greenlet.dead and not co.finished:
+        if g.dead and not co.finished:
             co.finished = True
         if co.finished:
             co.caller = None

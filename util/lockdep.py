@@ -206,8 +206,11 @@ def lockdep_release(lock: Any, stack: list[Held]) -> None:
 
 def locks_held_by_current_greenlet(ignore: tuple[str, ...] = ("BQL",)) -> list[Held]:
     """Locks the running coroutine took itself (checked at every yield)."""
+    stack = lockdep_tls.stack
+    if not stack or (len(stack) == 1 and stack[0][0].name in ignore):
+        return []  # the usual yield: nothing, or only the BQL, held
     me = getcurrent()
-    return [h for h in lockdep_tls.stack if h[3] is me and h[0].name not in ignore]
+    return [h for h in stack if h[3] is me and h[0].name not in ignore]
 
 
 def lockdep_violations() -> list[str]:

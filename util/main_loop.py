@@ -182,6 +182,8 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
             t = aio_compute_timeout(ctx)
             if t is not None and (timeout is None or t < timeout):
                 timeout = t
+                if t == 0.0:
+                    break  # this pass will not block: the rest need not be asked
     if trace_main_loop_wait.state:
         trace_main_loop_wait(timeout)
     if timeout != 0.0:

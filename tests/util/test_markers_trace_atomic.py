@@ -88,9 +88,7 @@ def test_stacked_markers_check_each_and_keep_the_function(main_loop):
             errors.append(str(e))
 
     qemu_thread_create("wrong", elsewhere).join(5)
-    assert errors == [
-        "global_state_with_bql must run in the main loop thread; called in wrong"
-    ]
+    assert errors == ["global_state_with_bql must run in the main loop thread; called in wrong"]
     bql_unlock()
     with pytest.raises(ThreadRoleError, match="global_state_with_bql requires the BQL"):
         global_state_with_bql(1, y=2)
