@@ -89,6 +89,8 @@ trace_chr_socket_hangup = trace_event("chr_socket_hangup", "label")
 
 #: At most this many fds are taken from one message (TCP_MAX_FDS).
 TCP_MAX_FDS = 16
+#: room for that many fds' control message, as recvmsg wants it
+_MSGFDS_SPACE = socket.CMSG_SPACE(TCP_MAX_FDS * 4)
 
 # telnet (RFC 854) commands
 IAC = 0xFF
@@ -528,10 +530,9 @@ class SocketChardev(Chardev):
             if QEMU_CHAR_FEATURE_FD_PASS not in self.features:
                 data = conn.sock.recv(size)
             else:
-                data, anc, _, _ = conn.sock.recvmsg(
-                    size, socket.CMSG_SPACE(TCP_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
-                )
-                self._store_msgfds(anc)
+                data, anc, _, _ = conn.sock.recvmsg(size, _MSGFDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+                if anc:
+                    self._store_msgfds(anc)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as e:
