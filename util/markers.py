@@ -38,9 +38,9 @@ def _marker(check: Callable[[], bool], what: str) -> Callable[[F], F]:
         inner = getattr(fn, "__marker_inner__", fn)
         checks: tuple[Check, ...] = ((check, what), *getattr(fn, "__marker_checks__", ()))
 
-        def fail(what: str) -> ThreadRoleError:
+        def fail(rule: str) -> ThreadRoleError:
             return ThreadRoleError(
-                f"{inner.__qualname__} {what}; called in {threading.current_thread().name}"
+                f"{inner.__qualname__} {rule}; called in {threading.current_thread().name}"
             )
 
         if len(checks) == 1:
