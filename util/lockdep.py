@@ -86,20 +86,35 @@ class _State:
         self.mutex = threading.Lock()
         self.edges: dict[tuple[str, str], tuple[Site, Site]] = {}
         self.violations: list[str] = []
-        #: (outer, inner) class pairs already ranked and recorded: the common
-        #: nestings (everything under the BQL) cost one set lookup
-        self.checked: set[tuple[str, str]] = set()
+        #: per inner class, the outer classes already ranked and recorded
+        #: against it: the common nestings (everything under the BQL) cost
+        #: one set lookup of a string whose hash is cached
+        self.checked: dict[str, set[str]] = {}
 
 
 _state = _State()
 
 
-class _ThreadState(threading.local):
-    """Per thread: the held-lock stack and the name reports use."""
+class HeldStack(list[Held]):
+    """One thread's held locks, innermost last, with the thread's identity.
+
+    A mutex records the stack of the thread that holds it as its owner: the
+    object is fetched for the push anyway, so ownership costs no extra call.
+    """
+
+    __slots__ = ("ident", "name")
 
     def __init__(self) -> None:
-        self.stack: list[Held] = []
+        super().__init__()
+        self.ident = threading.get_ident()
         self.name = threading.current_thread().name
+
+
+class _ThreadState(threading.local):
+    """Per thread: the held-lock stack."""
+
+    def __init__(self) -> None:
+        self.stack = HeldStack()
 
 
 #: the calling thread's state; util/thread.py pushes and pops ``stack`` inline
@@ -108,7 +123,7 @@ lockdep_tls = _ThreadState()
 
 def held_site(entry: Held) -> Site:
     """Where the held-stack ``entry`` was taken, in the calling thread."""
-    return Site(entry[1].co_filename, code_line(entry[1], entry[2]), lockdep_tls.name)
+    return Site(entry[1].co_filename, code_line(entry[1], entry[2]), lockdep_tls.stack.name)
 
 
 def code_line(code: Any, lasti: int) -> int:
@@ -141,13 +156,14 @@ def _violation(msg: str) -> None:
     raise LockOrderError(msg)
 
 
-def checked_pairs() -> set[tuple[str, str]]:
-    """The (outer, inner) class pairs already ranked and recorded.
+def checked_outer(cls: str) -> set[str]:
+    """The outer classes already ranked and recorded against class ``cls``.
 
-    The same set object for the life of the process (a reset clears it), so
-    util/thread.py keeps a reference for its inline fast path.
+    The same set object for the life of the process (a reset empties it), so
+    each QemuMutex keeps a reference for its inline fast path.
     """
-    return _state.checked
+    with _state.mutex:
+        return _state.checked.setdefault(cls, set())
 
 
 def lockdep_acquire(lock: Any, entry: Held, stack: list[Held]) -> None:
@@ -157,6 +173,7 @@ def lockdep_acquire(lock: Any, entry: Held, stack: list[Held]) -> None:
     of deadlocking; the caller skips it when the stack is empty.
     """
     cls = lock.name
+    checked = checked_outer(cls)
     for held in stack:
         held_lock = held[0]
         if held_lock is lock:
@@ -164,7 +181,7 @@ def lockdep_acquire(lock: Any, entry: Held, stack: list[Held]) -> None:
                 f"recursive locking of {cls}: held since {held_site(held)}, "
                 f"again at {held_site(entry)}"
             )
-        if (held_lock.name, cls) not in _state.checked:
+        if held_lock.name not in checked:
             _check_pair(held, entry)
 
 
@@ -178,8 +195,7 @@ def _check_pair(held: Held, entry: Held) -> None:
             f"while holding {hcls} (rank {hrank}) acquired at {held_site(held)}"
         )
     _record_edge(hcls, cls, held_site(held), held_site(entry))
-    with _state.mutex:
-        _state.checked.add((hcls, cls))
+    checked_outer(cls).add(hcls)
 
 
 def _record_edge(outer: str, inner: str, outer_site: Site, inner_site: Site) -> None:
@@ -229,7 +245,8 @@ def lockdep_reset() -> None:
     """Forget the observed graph and the violations."""
     with _state.mutex:
         _state.edges.clear()
-        _state.checked.clear()
+        for outer in _state.checked.values():
+            outer.clear()
         _state.violations.clear()
 
 

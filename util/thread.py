@@ -20,8 +20,9 @@ from greenlet import getcurrent
 
 from util.lockdep import (
     LOCKDEP_WRAPPER_CODES,
+    HeldStack,
     LockOrderError,
-    checked_pairs,
+    checked_outer,
     code_line,
     lockdep_acquire,
     lockdep_release,
@@ -37,8 +38,6 @@ trace_qemu_mutex_unlock = trace_event("qemu_mutex_unlock", "mutex")
 trace_qemu_mutex_contended = trace_event("qemu_mutex_contended", "mutex", "owner")
 
 _getframe = sys._getframe
-_checked_pairs = checked_pairs()
-_get_ident = threading.get_ident
 
 
 class QemuMutex:
@@ -46,16 +45,19 @@ class QemuMutex:
 
     Every request takes a dozen of these, so the lock-order bookkeeping is
     inline: a tuple pushed on the thread's held stack, the order check only
-    when something is already held, the trace calls only when enabled.
+    when something is already held, the trace calls only when enabled.  The
+    owner is the holder's held stack, which the push fetches anyway.
     """
 
-    __slots__ = ("_lock", "name", "owner")
+    __slots__ = ("_checked_outer", "_lock", "name", "owner")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
-        #: thread ident of the holder, or None.
-        self.owner: Optional[int] = None
+        #: the holder's held-lock stack (it names the thread), or None
+        self.owner: Optional[HeldStack] = None
+        #: outer classes the checker has already ranked against this class
+        self._checked_outer = checked_outer(name)
 
     def lock(self) -> None:
         """Take the mutex, checking the lock order first (qemu_mutex_lock).
@@ -64,25 +66,25 @@ class QemuMutex:
         lock's site without a wrapper in between.
         """
         frame = _getframe(1)
-        if frame.f_code in LOCKDEP_WRAPPER_CODES:
-            frame = lockdep_site_frame(frame)
         code = frame.f_code
+        if code in LOCKDEP_WRAPPER_CODES:
+            frame = lockdep_site_frame(frame)
+            code = frame.f_code
         entry = (self, code, frame.f_lasti, getcurrent())
         stack = lockdep_tls.stack
         # the common nesting (one lock, usually the BQL, held; that pair of
         # classes checked before) needs no call into the checker
         if stack and (
-            len(stack) != 1
-            or stack[0][0] is self
-            or (stack[0][0].name, self.name) not in _checked_pairs
+            len(stack) != 1 or stack[0][0] is self or stack[0][0].name not in self._checked_outer
         ):
             lockdep_acquire(self, entry, stack)
         if trace_qemu_mutex_lock.state:
             trace_qemu_mutex_lock(self.name, code.co_filename, code_line(code, entry[2]))
         if not self._lock.acquire(False):
-            trace_qemu_mutex_contended(self.name, self.owner)
+            owner = self.owner
+            trace_qemu_mutex_contended(self.name, None if owner is None else owner.ident)
             self._lock.acquire()
-        self.owner = _get_ident()
+        self.owner = stack
         stack.append(entry)
         if trace_qemu_mutex_locked.state:
             trace_qemu_mutex_locked(self.name, code.co_filename, code_line(code, entry[2]))
@@ -91,9 +93,10 @@ class QemuMutex:
         """Take the mutex if free; never blocks, so never an order violation."""
         if not self._lock.acquire(False):
             return False
-        self.owner = _get_ident()
+        stack = lockdep_tls.stack
+        self.owner = stack
         frame = lockdep_site_frame(_getframe(1))
-        lockdep_tls.stack.append((self, frame.f_code, frame.f_lasti, getcurrent()))
+        stack.append((self, frame.f_code, frame.f_lasti, getcurrent()))
         return True
 
     def unlock(self, *_exc: object) -> None:
@@ -101,9 +104,9 @@ class QemuMutex:
 
         Also the ``with`` statement's exit (which passes the exception).
         """
-        if self.owner != _get_ident():
-            raise LockOrderError(f"{self.name} unlocked by a thread that does not own it")
         stack = lockdep_tls.stack
+        if self.owner is not stack:
+            raise LockOrderError(f"{self.name} unlocked by a thread that does not own it")
         if stack[-1][0] is self:
             stack.pop()
         else:
@@ -115,7 +118,7 @@ class QemuMutex:
 
     def locked_by_me(self) -> bool:
         """True when the calling thread holds the mutex."""
-        return self.owner == _get_ident()
+        return self.owner is lockdep_tls.stack
 
     __enter__ = lock
     __exit__ = unlock
