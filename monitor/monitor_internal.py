@@ -182,6 +182,13 @@ class MonitorGlobals:
         #: protected by monitor_lock
         self.qmp_dispatcher_co_shutdown = False
         self.qmp_dispatcher_co_busy: QAtomic[bool] = QAtomic(False)
+        #: how many QMP monitors may have a queued request: counted before a
+        #: queue turns non-empty and after it turns empty, under its
+        #: qmp_queue_lock, so it is never below the true number
+        self.qmp_queues_pending: QAtomic[int] = QAtomic(0)
+        #: the monitor whose queue turned non-empty last (a hint, checked
+        #: under its qmp_queue_lock before use)
+        self.qmp_queue_last: QAtomic[Optional[Monitor]] = QAtomic(None)
         #: the monitor whose request the dispatcher is running (main loop only):
         #: a monitor removing itself is destroyed after that request's reply
         self.dispatcher_servicing: Optional[Monitor] = None

@@ -67,7 +67,7 @@ from qapi.json_streamer import JSONError, JSONMessageParser
 from qapi.json_writer import to_json
 from qapi.qmp_dispatch import qmp_dispatch, qmp_error_response, qmp_is_oob
 from util.aio import AioContext, aio_bh_schedule_oneshot, aio_co_wake, run_in_context
-from util.atomic import qatomic_read, qatomic_set, qatomic_xchg
+from util.atomic import qatomic_dec, qatomic_inc, qatomic_read, qatomic_set, qatomic_xchg
 from util.coroutine import qemu_coroutine_yield
 from util.iothread import iothread_get_aio_context
 from util.main_loop import iohandler_get_aio_context
@@ -101,9 +101,28 @@ def monitor_qmp_cleanup_queue_and_resume(mon: MonitorQMP) -> None:
         need_resume = (
             not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX
         ) and bool(mon.qmp_requests)
-        mon.qmp_requests.clear()
+        monitor_qmp_requests_clear(monitor_globals(), mon)
         if need_resume:
             monitor_resume(mon)
+
+
+def monitor_qmp_requests_push(g: MonitorGlobals, mon: MonitorQMP, req_obj: QMPRequest) -> None:
+    """Queue ``req_obj``; caller holds mon.qmp_queue_lock.
+
+    A queue about to turn non-empty is counted first, so the dispatcher,
+    which pops under this lock, never sees a request the count misses.
+    """
+    if not mon.qmp_requests:
+        qatomic_set(g.qmp_queue_last, mon)
+        qatomic_inc(g.qmp_queues_pending)
+    mon.qmp_requests.append(req_obj)
+
+
+def monitor_qmp_requests_clear(g: MonitorGlobals, mon: MonitorQMP) -> None:
+    """Drop every queued request; caller holds mon.qmp_queue_lock."""
+    if mon.qmp_requests:
+        mon.qmp_requests.clear()
+        qatomic_dec(g.qmp_queues_pending)
 
 
 def qmp_send_response(mon: MonitorQMP, rsp: dict[str, Any]) -> None:
@@ -158,28 +177,57 @@ def monitor_qmp_requests_pop_any_with_lock(g: MonitorGlobals) -> Optional[QMPReq
     cannot starve the others.
 
     QEMU takes each monitor's qmp_queue_lock in turn just to find its queue
-    empty, so every request costs time per idle monitor.  Here the scan
-    peeks at the queues without their locks, in one C-level pass that yields
-    the monitors whose queue is non-empty, in mon_list order.  The peek is a
-    relaxed read, like ``qatomic_read``: a request pushed just after it wakes
-    the dispatcher (``qmp_dispatcher_co_busy``), which then looks again, and
-    a queue emptied just after it (a CLOSED cleanup) is found empty under
-    the lock and skipped.  The queue that has a request is locked and popped
-    as in QEMU: same thread, same locks held, same round-robin order; only
-    the idle monitors' locks are left alone.
+    empty, so every request costs time per idle monitor.  Here the count of
+    non-empty queues answers first: none means nothing to pop, and one means
+    the monitor that last filled its queue is the one, if its queue (looked
+    at under its lock) is not empty.  Otherwise a scan peeks at the queues
+    without their locks, in one C-level pass over mon_list.  The count and
+    the peek are relaxed reads, like ``qatomic_read``: a request pushed
+    just after them wakes the dispatcher (``qmp_dispatcher_co_busy``),
+    which then looks again, and a queue emptied just after them (a CLOSED
+    cleanup) is found empty under its lock and skipped.  The queue that has
+    a request is locked and popped as in QEMU: same thread, same locks
+    held, same round-robin order; only the idle monitors' locks are left
+    alone.
     """
+    last = qatomic_read(g.qmp_queue_last)
+    pending = qatomic_read(g.qmp_queues_pending)
+    if pending == 0:
+        return None
     mons = g.mon_list
+    if pending == 1 and isinstance(last, MonitorQMP):
+        try:
+            i = mons.index(last)  # identity: monitors do not define ==
+        except ValueError:
+            pass  # not in mon_list (being added or removed): the scan decides
+        else:
+            req_obj = _pop_locked(g, last)
+            if req_obj is not None:
+                del mons[i]
+                mons.append(last)
+                return req_obj
     for i in compress(count(), map(_queued_requests, mons)):
         mon = mons[i]
         assert isinstance(mon, MonitorQMP)
-        mon.qmp_queue_lock.lock()
-        if mon.qmp_requests:
-            req_obj = mon.qmp_requests.popleft()
+        req_obj = _pop_locked(g, mon)
+        if req_obj is not None:
             del mons[i]
             mons.append(mon)
             return req_obj
-        mon.qmp_queue_lock.unlock()  # emptied since the peek (a cleanup)
     return None
+
+
+def _pop_locked(g: MonitorGlobals, mon: MonitorQMP) -> Optional[QMPRequest]:
+    """Take ``mon``'s qmp_queue_lock and pop its first request, keeping the
+    lock; None, with the lock released, when the queue is empty."""
+    mon.qmp_queue_lock.lock()
+    if not mon.qmp_requests:
+        mon.qmp_queue_lock.unlock()  # emptied since the peek (a cleanup)
+        return None
+    req_obj = mon.qmp_requests.popleft()
+    if not mon.qmp_requests:
+        qatomic_dec(g.qmp_queues_pending)
+    return req_obj
 
 
 _queued_requests = attrgetter("qmp_requests")
@@ -289,6 +337,7 @@ def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> N
         QapiError(ErrorClass.GENERIC_ERROR, err.desc) if err is not None else None,
         mon.session,
     )
+    g = monitor_globals()
     with mon.qmp_queue_lock:
         # Suspend when the queue cannot take another request after this
         # one (always, without OOB: one request in flight); the dispatcher
@@ -298,7 +347,7 @@ def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> N
         if trace_monitor_qmp_in_band_enqueue.state:
             trace_monitor_qmp_in_band_enqueue(id(req_obj), mon.name, len(mon.qmp_requests))
         assert len(mon.qmp_requests) < QMP_REQ_QUEUE_LEN_MAX
-        mon.qmp_requests.append(req_obj)
+        monitor_qmp_requests_push(g, mon, req_obj)
     qmp_dispatcher_co_wake()
 
 
@@ -368,7 +417,7 @@ def monitor_qmp_client_gone(mon: MonitorQMP) -> None:
 def monitor_data_destroy_qmp(mon: MonitorQMP) -> None:
     mon.parser = None
     with mon.qmp_queue_lock:
-        mon.qmp_requests.clear()
+        monitor_qmp_requests_clear(monitor_globals(), mon)
 
 
 def monitor_qmp_set_handlers(mon: MonitorQMP, context: Any) -> None:
@@ -490,7 +539,7 @@ def _monitor_qmp_detach(args: tuple[MonitorQMP, bool]) -> None:
         qemu_chr_fe_disconnect(mon.chr)
         monitor_qmp_client_gone(mon)  # no CLOSED reaches a detached monitor
     with mon.qmp_queue_lock:
-        mon.qmp_requests.clear()
+        monitor_qmp_requests_clear(monitor_globals(), mon)
 
 
 def monitor_qmp_destroy_removed(mon: MonitorQMP) -> None:

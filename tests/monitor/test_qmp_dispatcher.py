@@ -91,6 +91,57 @@ def test_dispatcher_serves_monitors_round_robin(qmp_env: QmpEnv) -> None:
     assert all(x != y for x, y in zip(monitors, monitors[1:])), f"not interleaved: {order}"
 
 
+def pending_queues(env: QmpEnv) -> tuple[int, int]:
+    """(the dispatcher's count of non-empty queues, the true number)."""
+    g = env.g
+    with g.monitor_lock:
+        true = sum(1 for mon in g.mon_list if mon.qmp_requests)
+    return qatomic_read(g.qmp_queues_pending), true
+
+
+def test_pending_count_never_misses_a_queue(qmp_env: QmpEnv) -> None:
+    """The count the dispatcher consults before scanning is never below the
+    number of non-empty queues (a miss would leave a request unserved), and
+    is back to zero once every queue is drained."""
+    a = qmp_env.add_qmp("a", oob=True)
+    b = qmp_env.add_qmp("b", oob=True)
+    parker = qmp_env.add_qmp("parker", oob=True)
+    park_dispatcher(parker)
+    a.cmd("query-status", req_id="a0")
+    b.cmd("query-status", req_id="b0")
+    b.cmd("query-status", req_id="b1")
+    run_until(lambda: pending_queues(qmp_env) == (2, 2), lambda: pending_queues(qmp_env))
+    wake_co_sleepers()
+    assert parker.recv() == {"return": {}, "id": "sleep"}
+    assert [m["id"] for m in a.wait_msgs(1)] == ["a0"]
+    assert [m["id"] for m in b.wait_msgs(2)] == ["b0", "b1"]
+    run_until(lambda: pending_queues(qmp_env) == (0, 0), lambda: pending_queues(qmp_env))
+
+
+def test_a_lone_busy_monitor_is_served_without_scanning_idle_ones(
+    qmp_env: QmpEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one queue holding requests and many monitors idle, the
+    dispatcher pops it without peeking at every queue (round trips do not
+    grow with idle monitors), and still rotates it to the end of mon_list."""
+    idle = [qmp_env.add_qmp(f"idle{i}", oob=False) for i in range(8)]
+    busy = qmp_env.add_qmp("busy", oob=False)
+    peeks: list[object] = []
+    real = monitor.qmp._queued_requests
+
+    def counting_peek(mon: Any) -> Any:
+        peeks.append(mon)
+        return real(mon)
+
+    monkeypatch.setattr(monitor.qmp, "_queued_requests", counting_peek)
+    for i in range(5):
+        assert busy.execute("query-name", req_id=f"n{i}") == {"return": {}, "id": f"n{i}"}
+    assert peeks == []
+    with qmp_env.g.monitor_lock:
+        assert qmp_env.g.mon_list[-1] is busy.mon
+    assert all(queue_len(peer) == 0 for peer in idle)
+
+
 # ---------------------------------------------------------------- busy handshake
 
 
@@ -327,6 +378,7 @@ def test_disconnect_with_queued_requests_resumes_exactly(
     assert peer.execute("query-status")["return"] == QUERY_STATUS
     run_passes()
     assert suspend_cnt(peer) == 0
+    assert qatomic_read(qmp_env.g.qmp_queues_pending) == 0, "the dropped queue was uncounted"
 
 
 # ---------------------------------------------------------------- in-band errors
