@@ -22,6 +22,7 @@ from system.vl import (
 from util.error_report import error_log_init, error_report, error_set_progname
 from util.lockdep import lockdep_violations
 from util.main_loop import main_loop_initialised
+from util.thread import qemu_thread_get_cpu, qemu_thread_set_affinity
 
 
 def termsig_handler(signum: int, frame: object) -> None:
@@ -36,6 +37,36 @@ def termsig_handler(signum: int, frame: object) -> None:
 def os_setup_signal_handling() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, termsig_handler)
+
+
+#: environment variable that turns the one-CPU placement off ("off")
+AFFINITY_ENV = "QEMU_MONITOR_EMU_AFFINITY"
+
+
+def os_setup_cpu_affinity() -> None:
+    """Keep the emulator's threads on the CPU the host started it on.
+
+    CPython runs one thread's Python code at a time (the GIL), so the main
+    loop and the monitor I/O thread never compute in parallel; spread over
+    two CPUs, every hand-off between them (an eventfd kick, the GIL itself)
+    is a cross-CPU wake-up instead of a switch on one CPU.  On a virtual
+    machine such a wake-up costs tens of microseconds, more than the Python
+    work of a whole request.  The CPU is the one the kernel chose when it
+    placed the new process, so emulators started side by side spread out.
+    Threads created later inherit the placement.  With more emulators than
+    CPUs, or to let the kernel move the threads freely, set
+    ``QEMU_MONITOR_EMU_AFFINITY=off``.  It changes no thread's work and no
+    lock: only where the host runs them.
+    """
+    if os.environ.get(AFFINITY_ENV, "").lower() == "off":
+        return
+    cpu = qemu_thread_get_cpu()
+    if cpu is None:
+        return
+    try:
+        qemu_thread_set_affinity(None, {cpu})
+    except OSError:
+        pass  # a host that refuses keeps the default placement
 
 
 def os_daemonize() -> int:
@@ -141,6 +172,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             error_report(f"cannot create PID file: {e}")
             return 1
     os_setup_signal_handling()
+    os_setup_cpu_affinity()
     try:
         try:
             qemu_init(config)

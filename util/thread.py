@@ -10,6 +10,7 @@ owner.  Runs in any thread.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -221,6 +222,11 @@ class QemuThread:
     def ident(self) -> Optional[int]:
         return self._thread.ident
 
+    @property
+    def native_id(self) -> Optional[int]:
+        """The host's id of the thread (a Linux TID)."""
+        return self._thread.native_id
+
     def join(self, timeout: Optional[float] = None) -> None:
         """Wait for the thread to finish (qemu_thread_join)."""
         self._thread.join(timeout)
@@ -239,6 +245,30 @@ def qemu_thread_create(name: str, fn: Callable[..., Any], *args: Any) -> QemuThr
 def qemu_thread_get_name() -> str:
     """The calling thread's name."""
     return threading.current_thread().name
+
+
+def qemu_thread_set_affinity(thread: Optional[QemuThread], host_cpus: set[int]) -> None:
+    """Restrict ``thread`` (None: the calling one) to ``host_cpus``.
+
+    Threads it creates afterwards inherit the set, as with QEMU's
+    thread-context objects.  Raises OSError when the host refuses.
+    """
+    tid = 0 if thread is None else thread.native_id
+    if tid is None:
+        raise OSError(f"thread {thread.name if thread else '?'} has not started")
+    os.sched_setaffinity(tid, host_cpus)
+
+
+def qemu_thread_get_cpu() -> Optional[int]:
+    """The host CPU the calling thread is running on now, if the host says."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the name in parentheses may hold spaces; "processor" is field 39
+    fields = stat.rsplit(b")", 1)[-1].split()
+    return int(fields[36]) if len(fields) > 36 else None
 
 
 def qemu_get_thread_id() -> int:

@@ -305,3 +305,34 @@ def test_default_monitors(tmp_path: Any) -> None:
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
+
+
+# ---------------------------------------------------------------- CPU placement
+
+
+def _thread_cpus(pid: int) -> dict[int, set[int]]:
+    """Each thread of ``pid`` and the CPUs it may run on."""
+    return {int(tid): os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux CPU affinity")
+def test_threads_share_the_cpu_the_process_started_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the main loop and the monitor I/O thread are kept on one
+    CPU, one the emulator was allowed to use (os_setup_cpu_affinity)."""
+    monkeypatch.delenv("QEMU_MONITOR_EMU_AFFINITY", raising=False)
+    with launched("emu") as inst:
+        placements = _thread_cpus(inst.proc.pid)
+    assert len(placements) >= 2, "the monitor I/O thread runs"
+    (cpus,) = {frozenset(c) for c in placements.values()}
+    assert len(cpus) == 1 and cpus <= os.sched_getaffinity(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux CPU affinity")
+def test_cpu_placement_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``QEMU_MONITOR_EMU_AFFINITY=off`` leaves every thread where the
+    parent's placement allows."""
+    monkeypatch.setenv("QEMU_MONITOR_EMU_AFFINITY", "off")
+    with launched("emu") as inst:
+        placements = _thread_cpus(inst.proc.pid)
+    assert len(placements) >= 2
+    assert all(cpus == os.sched_getaffinity(0) for cpus in placements.values())

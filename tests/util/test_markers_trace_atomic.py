@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from util.aio import aio_bh_schedule_oneshot
@@ -10,8 +13,16 @@ from util.coroutine import qemu_coroutine_create, qemu_coroutine_enter
 from util.iothread import iothread_create, iothread_destroy
 from util.main_loop import bql_unlock
 from util.markers import ThreadRoleError, coroutine_fn, iothread_only, main_loop_only, requires_bql
-from util.thread import QemuEvent, qemu_thread_create
+from util.thread import (
+    QemuEvent,
+    qemu_thread_create,
+    qemu_thread_get_cpu,
+    qemu_thread_set_affinity,
+)
 from util.trace import trace_enable_events, trace_event, trace_memory_start
+
+#: seconds any wait in these tests may take before it counts as a hang
+DEADLINE = 10.0
 
 
 @main_loop_only
@@ -126,3 +137,39 @@ def test_atomics():
     for t in threads:
         t.join(10)
     assert counter.value == 20000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux CPU affinity")
+def test_thread_affinity_is_per_thread_and_inherited():
+    """qemu_thread_set_affinity moves one thread (None: the caller); a thread
+    it then creates starts with the same CPUs; the others keep theirs."""
+    allowed = os.sched_getaffinity(0)
+    cpu = qemu_thread_get_cpu()
+    assert cpu in allowed
+    seen: dict[str, set[int]] = {}
+    done = QemuEvent()
+
+    def child() -> None:
+        seen["child"] = os.sched_getaffinity(0)
+        done.set()
+
+    def pinned() -> None:
+        qemu_thread_set_affinity(None, {cpu})
+        seen["pinned"] = os.sched_getaffinity(0)
+        qemu_thread_create("affinity-child", child).join(DEADLINE)
+
+    qemu_thread_create("affinity-pinned", pinned).join(DEADLINE)
+    assert done.wait(DEADLINE)
+    assert seen == {"pinned": {cpu}, "child": {cpu}}
+    assert os.sched_getaffinity(0) == allowed
+
+    idle = QemuEvent()
+    other = qemu_thread_create("affinity-other", idle.wait, DEADLINE)
+    try:
+        qemu_thread_set_affinity(other, {cpu})
+        assert other.native_id is not None
+        assert os.sched_getaffinity(other.native_id) == {cpu}
+    finally:
+        idle.set()
+        other.join(DEADLINE)
+    assert os.sched_getaffinity(0) == allowed
