@@ -196,11 +196,11 @@ def monitor_qmp_requests_pop_any_with_lock(g: MonitorGlobals) -> Optional[QMPReq
         return None
     mons = g.mon_list
     if pending == 1 and isinstance(last, MonitorQMP):
-        try:
-            i = mons.index(last)  # identity: monitors do not define ==
-        except ValueError:
-            pass  # not in mon_list (being added or removed): the scan decides
-        else:
+        # usually the monitor served last time, so already at the end
+        i = len(mons) - 1
+        if i < 0 or mons[i] is not last:
+            i = mons.index(last) if last in mons else -1  # identity: no __eq__
+        if i >= 0:  # else not in mon_list (being added or removed): the scan decides
             req_obj = _pop_locked(g, last)
             if req_obj is not None:
                 del mons[i]
