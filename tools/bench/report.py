@@ -192,10 +192,13 @@ socket,id=m0,path=SOCK,server=on,wait=off -mon chardev=m0,mode=control` plus
 `m1`...`mN-1` alike where a workload needs more monitors, drives them with the
 same client code over UNIX sockets, alternating targets (QEMU, emulator,
 floor, QEMU, ...) for one warm-up and then `--rounds` (default 5) rounds, and
-rewrites this section (about two minutes on 2 CPUs).  It skips QEMU, and says
-so, when it is not installed.  Python targets run with their bytecode cached
-(`PYTHONPYCACHEPREFIX` in a temporary directory), as an installed emulator
-would, even where `PYTHONDONTWRITEBYTECODE` is set.  Options: `--rounds N`,
+rewrites this section (about two minutes on 2 CPUs).  Each target runs with
+its defaults: the emulator keeps its threads on one CPU (see "CPU placement"
+above); `QEMU_MONITOR_EMU_AFFINITY=off` in the bench's environment measures it
+without.  It skips QEMU, and says so, when it is not installed.  Python
+targets run with their bytecode cached (`PYTHONPYCACHEPREFIX` in a temporary
+directory), as an installed emulator would, even where
+`PYTHONDONTWRITEBYTECODE` is set.  Options: `--rounds N`,
 `--only 1,2,6` (workload numbers), `--quick` (smoke run), `--no-readme`
 (`--quick` and `--only` never touch README.md), `--qemu BINARY`, `--emu-root
 DIR` (measure another source tree of the emulator), `--no-floor`, and

@@ -99,6 +99,14 @@ def emulator_source(root: Path) -> str:
     return f"emulator at commit {commit}" + (" with uncommitted changes" if dirty else "")
 
 
+def emulator_placement() -> str:
+    """The emulator's CPU placement, which the environment may turn off
+    (``QEMU_MONITOR_EMU_AFFINITY``, read by system/main.py)."""
+    if os.environ.get("QEMU_MONITOR_EMU_AFFINITY", "").lower() == "off":
+        return "its threads placed freely (QEMU_MONITOR_EMU_AFFINITY=off)"
+    return "its threads on one CPU (the default)"
+
+
 def machine_lines(qemu: Target | None, emu: Target, load_start: float, elapsed: float) -> list[str]:
     cpu = "unknown CPU"
     try:
@@ -119,7 +127,8 @@ def machine_lines(qemu: Target | None, emu: Target, load_start: float, elapsed: 
     return [
         f"Measured {now} on {len(os.sched_getaffinity(0))} CPUs ({cpu}), "
         f"Linux {platform.release()}, Python {platform.python_version()}, {qemu_version}, "
-        f"{emulator_source(emu.root)}; suite {elapsed:.0f} s, 1-minute load average "
+        f"{emulator_source(emu.root)} with {emulator_placement()}; suite {elapsed:.0f} s, "
+        "1-minute load average "
         f"{load_start:.2f} before and {os.getloadavg()[0]:.2f} after (anything above 0 is other "
         "work sharing the CPUs: read the ratios, which alternate targets, not absolute numbers)."
     ]
