@@ -199,7 +199,10 @@ def monitor_qmp_requests_pop_any_with_lock(g: MonitorGlobals) -> Optional[QMPReq
         # usually the monitor served last time, so already at the end
         i = len(mons) - 1
         if i < 0 or mons[i] is not last:
-            i = mons.index(last) if last in mons else -1  # identity: no __eq__
+            try:
+                i = mons.index(last)  # identity: monitors define no __eq__
+            except ValueError:
+                i = -1
         if i >= 0:  # else not in mon_list (being added or removed): the scan decides
             req_obj = _pop_locked(g, last)
             if req_obj is not None:

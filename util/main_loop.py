@@ -33,7 +33,7 @@ from util.aio import (
     aio_wait_has_waiters,
     qemu_set_current_aio_context,
 )
-from util.lockdep import lockdep_skip_frames_of, lockdep_tls
+from util.lockdep import lockdep_skip_frames_of
 from util.thread import QemuMutex
 from util.trace import trace_event
 
@@ -235,7 +235,7 @@ def bql_unlock() -> None:
 def bql_locked() -> bool:
     """True when the calling thread holds the BQL."""
     loop = _current.loop
-    return loop is not None and loop.bql.owner is lockdep_tls.stack
+    return loop is not None and loop.bql.locked_by_me()
 
 
 lockdep_skip_frames_of(bql_lock)

@@ -255,7 +255,7 @@ def qemu_thread_set_affinity(thread: Optional[QemuThread], host_cpus: set[int]) 
     """
     tid = 0 if thread is None else thread.native_id
     if tid is None:
-        raise OSError(f"thread {thread.name if thread else '?'} has not started")
+        raise OSError("the thread has not started")
     os.sched_setaffinity(tid, host_cpus)
 
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -316,23 +316,21 @@ def _thread_cpus(pid: int) -> dict[int, set[int]]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux CPU affinity")
-def test_threads_share_the_cpu_the_process_started_on(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("setting", [None, "off"], ids=["default", "off"])
+def test_cpu_placement(monkeypatch: pytest.MonkeyPatch, setting: Optional[str]) -> None:
     """By default the main loop and the monitor I/O thread are kept on one
-    CPU, one the emulator was allowed to use (os_setup_cpu_affinity)."""
-    monkeypatch.delenv("QEMU_MONITOR_EMU_AFFINITY", raising=False)
+    CPU the emulator was allowed to use (os_setup_cpu_affinity);
+    ``QEMU_MONITOR_EMU_AFFINITY=off`` leaves every thread where the parent's
+    placement allows."""
+    if setting is None:
+        monkeypatch.delenv("QEMU_MONITOR_EMU_AFFINITY", raising=False)
+    else:
+        monkeypatch.setenv("QEMU_MONITOR_EMU_AFFINITY", setting)
     with launched("emu") as inst:
         placements = _thread_cpus(inst.proc.pid)
     assert len(placements) >= 2, "the monitor I/O thread runs"
     (cpus,) = {frozenset(c) for c in placements.values()}
-    assert len(cpus) == 1 and cpus <= os.sched_getaffinity(0)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux CPU affinity")
-def test_cpu_placement_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``QEMU_MONITOR_EMU_AFFINITY=off`` leaves every thread where the
-    parent's placement allows."""
-    monkeypatch.setenv("QEMU_MONITOR_EMU_AFFINITY", "off")
-    with launched("emu") as inst:
-        placements = _thread_cpus(inst.proc.pid)
-    assert len(placements) >= 2
-    assert all(cpus == os.sched_getaffinity(0) for cpus in placements.values())
+    if setting is None:
+        assert len(cpus) == 1 and cpus <= os.sched_getaffinity(0)
+    else:
+        assert cpus == os.sched_getaffinity(0)
