@@ -15,7 +15,10 @@ It behaves like a connected UNIX socket:
 * output beyond ``out_capacity`` unread bytes is refused (a partial write),
   and watches fire once the client has read some;
 * a hang-up is seen at once while the frontend takes no input (unread input
-  is dropped), and after the last byte otherwise.
+  is dropped), and after the last byte otherwise;
+* a client that connects while the previous one is still connected waits,
+  as a second client in a listening socket's backlog does, and is accepted
+  once the hang-up has been handled.
 
 Input and events run in the chardev's context; the client may be driven
 from any thread.  Client and chardev share ``lock`` (class
@@ -44,6 +47,7 @@ from chardev.char import (
 )
 from chardev.char_io import CHR_READ_BUF_LEN, G_IO_OUT, WatchFunc
 from util.aio import AioContext
+from util.atomic import QAtomic, qatomic_read, qatomic_set
 from util.thread import QemuCond, QemuMutex
 from util.timer import QEMU_CLOCK_REALTIME, qemu_clock_get_ns
 
@@ -57,7 +61,7 @@ class PairChardev(Chardev):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.lock = QemuMutex("chr_pair_lock")
+        self.lock = QemuMutex("chr_pair_lock", self.label)
         self.cond = QemuCond("chr_pair_cond")
         #: protected by lock: what the client sent, each chunk with its fds
         self.input: deque[tuple[bytes, list[int]]] = deque()
@@ -67,8 +71,11 @@ class PairChardev(Chardev):
         self.peer_closed = False
         self.out_capacity: Optional[int] = None
         self.lockstep = False
-        #: protected by chr_write_lock
-        self.connected = False
+        #: written under chr_write_lock in the chardev's context; read anywhere
+        self.connected: QAtomic[bool] = QAtomic(False, "connected", self.label)
+        #: context only: a client connected while the previous one was still
+        #: there; it is accepted after the hang-up
+        self.connect_pending = False
         self.read_msgfds: list[int] = []
         qemu_chr_set_feature(self, QEMU_CHAR_FEATURE_FD_PASS)
         self.sources.add_bh("pair_read_bh", self._read_bh)
@@ -80,9 +87,9 @@ class PairChardev(Chardev):
     def open(self, data: dict[str, Any]) -> bool:
         self.lockstep = data.get("lockstep", False)
         self.out_capacity = data.get("out-capacity")
-        self.connected = data.get("connected", True)
+        qatomic_set(self.connected, data.get("connected", True))
         self.filename = f"pair:{self.label}"
-        return self.connected
+        return qatomic_read(self.connected)
 
     # ------------------------------------------------------------ input
 
@@ -91,7 +98,7 @@ class PairChardev(Chardev):
 
     def chr_read_poll_update(self) -> None:
         """Read on, or notice a hang-up (context thread)."""
-        if not self.connected:
+        if not qatomic_read(self.connected):
             return
         with self.lock:
             has_input, hup = bool(self.input), self.peer_closed
@@ -105,7 +112,7 @@ class PairChardev(Chardev):
 
     def _read_bh(self) -> None:
         """One read, as one readable event of a socket would give."""
-        if not self.connected or self.pending or qemu_chr_be_can_write(self) <= 0:
+        if not qatomic_read(self.connected) or self.pending or qemu_chr_be_can_write(self) <= 0:
             self.chr_read_poll_update()
             return
         data, fds = self._take(1 if self.lockstep else CHR_READ_BUF_LEN)
@@ -144,9 +151,10 @@ class PairChardev(Chardev):
 
     def _connect_bh(self) -> None:
         with self.chr_write_lock:
-            if self.connected:
+            if qatomic_read(self.connected):
+                self.connect_pending = True  # in the backlog until the hang-up
                 return
-            self.connected = True
+            qatomic_set(self.connected, True)
         with self.lock:
             self.peer_closed = False
         qemu_chr_be_event(self, CHR_EVENT_OPENED)
@@ -157,13 +165,13 @@ class PairChardev(Chardev):
         self.sources.run_in_context("pair_disconnect_bh")
 
     def _disconnect_bh(self) -> None:
-        if self.connected:
+        if qatomic_read(self.connected):
             self._hangup()
 
     def _hangup(self) -> None:
         """The client is gone: drop unread input, CLOSED, wake watches."""
         with self.chr_write_lock:
-            self.connected = False
+            qatomic_set(self.connected, False)
             fds, self.read_msgfds = self.read_msgfds, []
         with self.lock:
             dropped = [fd for _, chunk_fds in self.input for fd in chunk_fds]
@@ -173,12 +181,15 @@ class PairChardev(Chardev):
         self.pending = b""
         qemu_chr_be_event(self, CHR_EVENT_CLOSED)
         self.sources.fire_virtual_watches(G_IO_OUT)
+        if self.connect_pending:
+            self.connect_pending = False
+            self.sources.bh_schedule("pair_connect_bh")
 
     # ------------------------------------------------------------ output
 
     def chr_write(self, buf: bytes) -> int:
         """With chr_write_lock held: as much as fits; -EIO without a client."""
-        if not self.connected:
+        if not qatomic_read(self.connected):
             return -errno.EIO
         with self.lock:
             if self.peer_closed:
@@ -200,7 +211,7 @@ class PairChardev(Chardev):
 
     def chr_add_watch(self, cond: int, func: WatchFunc, opaque: Any) -> int:
         with self.chr_write_lock:
-            if not self.connected:
+            if not qatomic_read(self.connected):
                 return 0
             return self.sources.add_watch(None, cond, func, opaque)
 

@@ -500,6 +500,7 @@ def monitor_init_hmp(chr: Chardev, use_readline: bool, mon_id: Optional[str] = N
     mon = MonitorHMP(use_readline)
     mon.id = mon_id
     qemu_chr_fe_init(mon.chr, chr)
+    mon.label_locks()
     monitor_register_id(mon)
     monitor_data_init(mon)
     if use_readline:

@@ -46,7 +46,7 @@ class Monitor:
         self.skip_flush = skip_flush
         self.use_io_thread = use_io_thread
         #: read by the chardev's can_read in its context; changed from any thread
-        self.suspend_cnt: QAtomic[int] = QAtomic(0)
+        self.suspend_cnt: QAtomic[int] = QAtomic(0, "suspend_cnt")
         self.mon_lock = QemuMutex("mon_lock")
         #: protected by mon_lock
         self.outbuf = bytearray()
@@ -61,12 +61,22 @@ class Monitor:
         self.id: Optional[str] = None
         #: hotplug: created by monitor-add (only those can be removed)
         self.dynamic = False
-        #: hotplug: set under monitor_lock when monitor-remove unlinks it
-        self.dead = False
+        #: hotplug: set under monitor_lock when monitor-remove unlinks it;
+        #: read by the dispatcher without it
+        self.dead: QAtomic[bool] = QAtomic(False, "dead")
 
     @property
     def name(self) -> str:
         return self.id or self.chr.label()
+
+    def label_locks(self) -> None:
+        """Name this monitor's locks and flags after it (once its chardev is
+        known), so schedules and deadlock reports can say whose they are."""
+        for obj in self.sync_objects():
+            obj.label = self.name
+
+    def sync_objects(self) -> list[Any]:
+        return [self.suspend_cnt, self.mon_lock, self.dead]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -98,6 +108,9 @@ class MonitorQMP(Monitor):
         self.session_generation_check = False
         #: main loop only: the session of the in-band request being dispatched
         self.dispatch_session = 0
+
+    def sync_objects(self) -> list[Any]:
+        return [*super().sync_objects(), self.qmp_queue_lock]
 
 
 class MonitorHMP(Monitor):
@@ -178,20 +191,23 @@ class MonitorGlobals:
         #: (before they join mon_list) until they are removed
         self.mon_ids: dict[str, Monitor] = {}
         self.mon_iothread: Optional[IOThread] = None
-        self.qmp_dispatcher_co: QAtomic[Optional[Coroutine]] = QAtomic(None)
+        self.qmp_dispatcher_co: QAtomic[Optional[Coroutine]] = QAtomic(None, "qmp_dispatcher_co")
         #: protected by monitor_lock
         self.qmp_dispatcher_co_shutdown = False
-        self.qmp_dispatcher_co_busy: QAtomic[bool] = QAtomic(False)
+        self.qmp_dispatcher_co_busy: QAtomic[bool] = QAtomic(False, "qmp_dispatcher_co_busy")
         #: how many QMP monitors may have a queued request: counted before a
         #: queue turns non-empty and after it turns empty, under its
         #: qmp_queue_lock, so it is never below the true number
-        self.qmp_queues_pending: QAtomic[int] = QAtomic(0)
+        self.qmp_queues_pending: QAtomic[int] = QAtomic(0, "qmp_queues_pending")
         #: the monitor whose queue turned non-empty last (a hint, checked
         #: under its qmp_queue_lock before use)
-        self.qmp_queue_last: QAtomic[Optional[Monitor]] = QAtomic(None)
-        #: the monitor whose request the dispatcher is running (main loop only):
-        #: a monitor removing itself is destroyed after that request's reply
-        self.dispatcher_servicing: Optional[Monitor] = None
+        self.qmp_queue_last: QAtomic[Optional[Monitor]] = QAtomic(None, "qmp_queue_last")
+        #: the monitor whose request the dispatcher is running (written by the
+        #: dispatcher, read by monitor-remove): a monitor removing itself is
+        #: destroyed after that request's reply
+        self.dispatcher_servicing: QAtomic[Optional[Monitor]] = QAtomic(
+            None, "dispatcher_servicing"
+        )
         #: protected by monitor_lock
         self.monitor_qapi_event_state: dict[tuple[str, Optional[str]], MonitorQAPIEventState] = {}
         #: the clock throttling uses: REALTIME, or VIRTUAL under test (qtest)

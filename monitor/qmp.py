@@ -279,12 +279,12 @@ def monitor_qmp_dispatcher_co(g: MonitorGlobals) -> None:
             # at once and removed from the scheduled coroutines
             qemu_coroutine_yield()
 
-        g.dispatcher_servicing = mon
+        qatomic_set(g.dispatcher_servicing, mon)
         try:
             _dispatch_request(mon, req_obj)
         finally:
-            g.dispatcher_servicing = None
-        if mon.dead:
+            qatomic_set(g.dispatcher_servicing, None)
+        if qatomic_read(mon.dead):
             # it removed itself: the reply is out, now it can go
             monitor_qmp_destroy_removed(mon)
         elif not oob_enabled:
@@ -461,6 +461,7 @@ def monitor_init_qmp(
     # client that has not been greeted yet.
     mon.commands = monitor_globals().qmp_cap_negotiation_commands
     qemu_chr_fe_init(mon.chr, chr)
+    mon.label_locks()
     monitor_register_id(mon)
     monitor_data_init(mon)
     mon.parser = JSONMessageParser()
@@ -504,9 +505,9 @@ def monitor_qmp_remove(mon: MonitorQMP) -> None:
        once the reply is written.
     """
     g = monitor_globals()
-    removing_itself = g.dispatcher_servicing is mon
+    removing_itself = qatomic_read(g.dispatcher_servicing) is mon
     with g.monitor_lock:
-        mon.dead = True
+        qatomic_set(mon.dead, True)
         if mon in g.mon_list:
             g.mon_list.remove(mon)
         if mon.id is not None:

@@ -24,6 +24,7 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Optional
 
+from util.atomic import QAtomic, qatomic_read, qatomic_set
 from util.coroutine import (
     Coroutine,
     CoroutineError,
@@ -32,6 +33,8 @@ from util.coroutine import (
     qemu_in_coroutine,
 )
 from util.error_report import report_callback_exception
+from util.sched import SCHED, sched_point, sched_poll
+from util.thread import QemuEvent
 from util.timer import (
     QEMUClockType,
     QEMUTimer,
@@ -145,7 +148,7 @@ class AioContext:
         self.bh_list: list[QEMUBH] = []
         self.live_bhs: set[QEMUBH] = set()
         #: True while the home thread is blocked (or about to block) in poll
-        self.notify_me = False
+        self.notify_me: QAtomic[bool] = QAtomic(False, "notify_me", name)
         self.scheduled_coroutines: deque[Coroutine] = deque()
         self.tlg: dict[QEMUClockType, TimerList] = {
             clock: TimerList(clock, aio_notify, self) for clock in QEMUClockType
@@ -225,7 +228,9 @@ def aio_notify(ctx: AioContext) -> None:
     kick while the loop is dispatching costs no extra pass, as in QEMU, where
     ``aio_compute_timeout`` ignores ``ctx->notified``.
     """
-    if ctx.notify_me:
+    if SCHED.active:
+        sched_point("aio_notify", ctx)
+    if qatomic_read(ctx.notify_me):
         ctx.notifier.set()
 
 
@@ -242,6 +247,8 @@ def aio_bh_new(ctx: AioContext, cb: Callback, opaque: Any = None, name: str = ""
 
 def _aio_bh_enqueue(bh: QEMUBH, new_flags: int) -> None:
     ctx = bh.ctx
+    if SCHED.active:
+        sched_point("qemu_bh_delete" if new_flags & BH_DELETED else "qemu_bh_schedule", bh)
     with ctx.bh_lock:
         old = bh.flags
         if old & BH_DELETED:
@@ -273,6 +280,8 @@ def aio_bh_schedule_oneshot(
         name or getattr(cb, "__qualname__", "oneshot"),
         BH_PENDING | BH_SCHEDULED | BH_ONESHOT,
     )
+    if SCHED.active:
+        sched_point("aio_bh_schedule_oneshot", f"{bh.name}@{ctx.name}")
     with ctx.bh_lock:  # created, then enqueued as _aio_bh_enqueue would
         ctx.live_bhs.add(bh)
         ctx.bh_list.append(bh)
@@ -441,11 +450,16 @@ def aio_poll(ctx: AioContext, blocking: bool) -> bool:
             f"aio_poll({ctx.name}) from {threading.current_thread().name}, not its home thread"
         )
     if blocking:
-        ctx.notify_me = True
+        qatomic_set(ctx.notify_me, True)
         timeout = aio_compute_timeout(ctx)
-        ready = ctx.epoll.poll(-1 if timeout is None else timeout)
-        ctx.notify_me = False
+        if SCHED.active:
+            ready = sched_poll(ctx.epoll, timeout, ctx)
+        else:
+            ready = ctx.epoll.poll(-1 if timeout is None else timeout)
+        qatomic_set(ctx.notify_me, False)
     else:
+        if SCHED.active:
+            sched_point("aio_poll", ctx)
         ready = ctx.epoll.poll(0)
     return aio_dispatch(ctx, ready)
 
@@ -489,6 +503,8 @@ def aio_co_schedule(ctx: AioContext, co: Coroutine) -> None:
     """Enter ``co`` from a BH in ``ctx``; scheduling it twice is a bug."""
     if trace_aio_co_schedule.state:
         trace_aio_co_schedule(ctx.name, co.name)
+    if SCHED.active:
+        sched_point("aio_co_schedule", co)
     with co.scheduled._lock:
         old = co.scheduled.value
         if old is None:
@@ -516,6 +532,8 @@ def aio_co_wake(co: Coroutine) -> None:
     """Wake ``co`` in the context it last ran in (aio_co_wake)."""
     ctx = co.ctx
     assert ctx is not None, f"{co.name} never ran"
+    if SCHED.active:
+        sched_point("aio_co_wake", co)
     aio_co_enter(ctx, co)
 
 
@@ -563,7 +581,7 @@ def run_in_context(ctx: AioContext, fn: Callable[[Any], None], opaque: Any) -> N
     if ctx.home_thread is None or ctx.home_thread == threading.get_ident():
         fn(opaque)
         return
-    done = threading.Event()
+    done = QemuEvent(name=f"run_in_context:{getattr(fn, '__name__', 'fn')}")
     failure: list[BaseException] = []
 
     def bh(_: Any) -> None:

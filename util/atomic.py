@@ -7,6 +7,10 @@ deterministic runner.  Read-modify-write operations are made indivisible with
 a per-cell lock; plain reads and writes rely on the interpreter's atomic
 attribute access.  The ``_mb`` variants are the same operations: the
 interpreter already orders memory sequentially.
+
+Every operation is a point of the explorer's scheduler (util/sched.py): a
+flag read by one thread and written by another is exactly where an
+interleaving can go wrong, so the cell's ``name`` says which flag it is.
 """
 
 from __future__ import annotations
@@ -14,32 +18,43 @@ from __future__ import annotations
 import threading
 from typing import Generic, TypeVar
 
+from util.sched import SCHED, sched_point
+
 T = TypeVar("T")
 
 
 class QAtomic(Generic[T]):
     """A cell holding one value that several threads access atomically."""
 
-    __slots__ = ("_lock", "value")
+    __slots__ = ("_lock", "label", "name", "value")
 
-    def __init__(self, value: T) -> None:
+    def __init__(self, value: T, name: str = "atomic", label: str = "") -> None:
         self.value = value
+        #: the flag's name and, for per-instance flags, whose it is
+        self.name = name
+        self.label = label
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"QAtomic({self.value!r})"
+        return f"QAtomic({self.name}={self.value!r})"
 
 
 def qatomic_read(cell: QAtomic[T]) -> T:
+    if SCHED.active:
+        sched_point("qatomic_read", cell)
     return cell.value
 
 
 def qatomic_set(cell: QAtomic[T], value: T) -> None:
+    if SCHED.active:
+        sched_point("qatomic_set", cell)
     cell.value = value
 
 
 def qatomic_xchg(cell: QAtomic[T], value: T) -> T:
     """Store ``value`` and return the previous one."""
+    if SCHED.active:
+        sched_point("qatomic_xchg", cell)
     with cell._lock:
         old, cell.value = cell.value, value
     return old
@@ -47,6 +62,8 @@ def qatomic_xchg(cell: QAtomic[T], value: T) -> T:
 
 def qatomic_cmpxchg(cell: QAtomic[T], old: T, new: T) -> T:
     """Store ``new`` if the cell holds ``old``; return what it held."""
+    if SCHED.active:
+        sched_point("qatomic_cmpxchg", cell)
     with cell._lock:
         cur = cell.value
         if cur == old:
@@ -55,6 +72,8 @@ def qatomic_cmpxchg(cell: QAtomic[T], old: T, new: T) -> T:
 
 
 def qatomic_fetch_inc(cell: QAtomic[int]) -> int:
+    if SCHED.active:
+        sched_point("qatomic_inc", cell)
     with cell._lock:
         old = cell.value
         cell.value = old + 1
@@ -62,6 +81,8 @@ def qatomic_fetch_inc(cell: QAtomic[int]) -> int:
 
 
 def qatomic_fetch_dec(cell: QAtomic[int]) -> int:
+    if SCHED.active:
+        sched_point("qatomic_dec", cell)
     with cell._lock:
         old = cell.value
         cell.value = old - 1

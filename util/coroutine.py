@@ -18,6 +18,7 @@ from greenlet import greenlet
 
 from util.atomic import QAtomic
 from util.lockdep import held_site, locks_held_by_current_greenlet
+from util.sched import SCHED, sched_point
 from util.trace import trace_event
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Coroutine:
         #: the AioContext the coroutine last ran in (co->ctx)
         self.ctx: Optional[AioContext] = None
         #: name of the function that scheduled it, or None (co->scheduled)
-        self.scheduled: QAtomic[Optional[str]] = QAtomic(None)
+        self.scheduled: QAtomic[Optional[str]] = QAtomic(None, "scheduled", name)
         #: coroutines to enter after this one yields (co->co_queue_wakeup)
         self.co_queue_wakeup: list[Coroutine] = []
         self.finished = False
@@ -91,6 +92,22 @@ def qemu_in_coroutine() -> bool:
     return _tls.current is not None
 
 
+def qemu_running_coroutine_name() -> Optional[str]:
+    """The running coroutine's name, or None outside coroutine context
+    (the explorer labels a thread's points with it)."""
+    co = _tls.current
+    return None if co is None else co.name
+
+
+def coroutine_parked_name(g: Any) -> Optional[str]:
+    """The name of the coroutine whose greenlet is ``g``, if it is not running
+    (the explorer's deadlock report: a lock held by a parked coroutine)."""
+    for co in list(_live):
+        if co.greenlet is g and co.caller is None and not co.finished:
+            return co.name
+    return None
+
+
 def qemu_coroutine_entered(co: Coroutine) -> bool:
     """True while ``co`` is running or waiting for a coroutine it entered."""
     return co.caller is not None
@@ -124,6 +141,8 @@ def _enter_one(ctx: Optional[AioContext], co: Coroutine) -> None:
     where = co.scheduled.value
     if where is not None:
         raise CoroutineError(f"Co-routine {co.name} was already scheduled in '{where}'")
+    if SCHED.active:
+        sched_point("qemu_coroutine_enter", co)
     self = qemu_coroutine_self()
     co.caller = self
     co.ctx = ctx
@@ -165,6 +184,8 @@ def qemu_coroutine_yield() -> None:
     if held:
         names = ", ".join(f"{h[0].name} (taken at {held_site(h)})" for h in held)
         raise CoroutineError(f"Co-routine {self.name} yields while holding {names}")
+    if SCHED.active:
+        sched_point("qemu_coroutine_yield", self)
     to = self.caller
     assert to is not None
     self.caller = None

@@ -18,6 +18,7 @@ from util.aio import (
     aio_poll,
     qemu_set_current_aio_context,
 )
+from util.atomic import QAtomic, qatomic_read, qatomic_set
 from util.thread import QemuEvent, QemuThread, qemu_get_thread_id, qemu_thread_create
 
 
@@ -36,9 +37,10 @@ class IOThread:
         self.name = name
         self.ctx = AioContext(f"iothread:{name}")
         self.state = IOThreadState.CREATED
-        self.running = True  # cleared by the stop BH, read by the loop
+        #: cleared by the stop BH, read by the loop
+        self.running: QAtomic[bool] = QAtomic(True, "running", name)
         self.thread_id = 0
-        self._started = QemuEvent()
+        self._started = QemuEvent(name=f"iothread_started:{name}")
         self.thread: QemuThread = qemu_thread_create(f"IO {name}", iothread_run, self)
         if not self._started.wait(10):
             raise RuntimeError(f"IOThread {name} did not start")
@@ -58,7 +60,7 @@ def iothread_run(iothread: IOThread) -> None:
     qemu_set_current_aio_context(iothread.ctx)
     iothread.state = IOThreadState.RUNNING
     iothread._started.set()
-    while iothread.running:
+    while qatomic_read(iothread.running):
         aio_poll(iothread.ctx, True)
     qemu_set_current_aio_context(None)
 
@@ -69,7 +71,7 @@ def iothread_create(name: str) -> IOThread:
 
 
 def _iothread_stop_bh(iothread: Any) -> None:
-    iothread.running = False
+    qatomic_set(iothread.running, False)
 
 
 def iothread_stop(iothread: IOThread) -> None:

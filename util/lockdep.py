@@ -26,6 +26,8 @@ from typing import Any
 
 from greenlet import getcurrent
 
+from util.sched import SCHED
+
 #: The declared hierarchy (DESIGN.md "Locks"): lower ranks are taken first.
 #: A mux chardev takes its own write lock, then its base chardev's, so its
 #: class sits between the monitor's locks and chr_write_lock.  The leaves
@@ -177,6 +179,16 @@ def lockdep_acquire(lock: Any, entry: Held, stack: list[Held]) -> None:
     for held in stack:
         held_lock = held[0]
         if held_lock is lock:
+            if held[3] is not entry[3]:
+                # another coroutine of this thread holds it (it is parked):
+                # not recursion but a deadlock, which the explorer reports
+                # with its cycle; outside it, fail here instead of hanging
+                if SCHED.active:
+                    return
+                _violation(
+                    f"deadlock: {cls} is held by a parked coroutine of this thread "
+                    f"since {held_site(held)}; wanted again at {held_site(entry)}"
+                )
             _violation(
                 f"recursive locking of {cls}: held since {held_site(held)}, "
                 f"again at {held_site(entry)}"

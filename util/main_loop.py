@@ -33,7 +33,9 @@ from util.aio import (
     aio_wait_has_waiters,
     qemu_set_current_aio_context,
 )
+from util.atomic import qatomic_set
 from util.lockdep import lockdep_skip_frames_of
+from util.sched import SCHED, sched_poll
 from util.thread import QemuMutex
 from util.trace import trace_event
 
@@ -43,6 +45,8 @@ trace_bql_handoff = trace_event("bql_handoff", "released")
 
 class MainLoop:
     """The main loop's state: its two contexts, the BQL and its thread."""
+
+    name = "main_loop"
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
@@ -178,7 +182,7 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
     if not nonblocking:
         timeout = None
         for ctx in ctxs:
-            ctx.notify_me = True
+            qatomic_set(ctx.notify_me, True)
             t = aio_compute_timeout(ctx)
             if t is not None and (timeout is None or t < timeout):
                 timeout = t
@@ -192,7 +196,10 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
         if trace_bql_handoff.state:
             trace_bql_handoff(True)
         try:
-            ready = loop.epoll.poll(-1 if timeout is None else timeout)
+            if SCHED.active:
+                ready = sched_poll(loop.epoll, timeout, loop)
+            else:
+                ready = loop.epoll.poll(-1 if timeout is None else timeout)
         finally:
             bql.lock()
             if trace_bql_handoff.state:
@@ -202,7 +209,7 @@ def main_loop_wait(nonblocking: bool = False) -> bool:
     fired = dict(ready) if ready else _NOTHING_FIRED
     progress = False
     for ctx, ctx_fd in zip(ctxs, loop.context_fds):
-        ctx.notify_me = False
+        qatomic_set(ctx.notify_me, False)
         # the one outer epoll_wait tells which context has fd work, as QEMU's
         # one ppoll does; a context without any still runs its BHs and timers
         fds = ctx.epoll.poll(0) if ctx_fd in fired else []

@@ -31,6 +31,17 @@ from util.lockdep import (
     lockdep_skip_frames_of,
     lockdep_tls,
 )
+from util.sched import (
+    SCHED,
+    sched_cond_signal,
+    sched_cond_wait,
+    sched_event_wait,
+    sched_mutex_lock,
+    sched_point,
+    sched_thread_body,
+    sched_thread_join,
+    sched_thread_register,
+)
 from util.trace import trace_event
 
 trace_qemu_mutex_lock = trace_event("qemu_mutex_lock", "mutex", "file", "line")
@@ -50,10 +61,12 @@ class QemuMutex:
     owner is the holder's held stack, which the push fetches anyway.
     """
 
-    __slots__ = ("_checked_outer", "_lock", "name", "owner")
+    __slots__ = ("_checked_outer", "_lock", "label", "name", "owner")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, label: str = "") -> None:
         self.name = name
+        #: which instance (a monitor's name, say), for schedules and reports
+        self.label = label
         self._lock = threading.Lock()
         #: the holder's held-lock stack (it names the thread), or None
         self.owner: Optional[HeldStack] = None
@@ -81,7 +94,9 @@ class QemuMutex:
             lockdep_acquire(self, entry, stack)
         if trace_qemu_mutex_lock.state:
             trace_qemu_mutex_lock(self.name, code.co_filename, code_line(code, entry[2]))
-        if not self._lock.acquire(False):
+        if SCHED.active:
+            sched_mutex_lock(self)
+        elif not self._lock.acquire(False):
             owner = self.owner
             trace_qemu_mutex_contended(self.name, None if owner is None else owner.ident)
             self._lock.acquire()
@@ -92,6 +107,8 @@ class QemuMutex:
 
     def trylock(self) -> bool:
         """Take the mutex if free; never blocks, so never an order violation."""
+        if SCHED.active:
+            sched_point("qemu_mutex_trylock", self)
         if not self._lock.acquire(False):
             return False
         stack = lockdep_tls.stack
@@ -116,6 +133,8 @@ class QemuMutex:
         if trace_qemu_mutex_unlock.state:
             trace_qemu_mutex_unlock(self.name)
         self._lock.release()
+        if SCHED.active:
+            sched_point("qemu_mutex_unlock", self)
 
     def locked_by_me(self) -> bool:
         """True when the calling thread holds the mutex."""
@@ -125,7 +144,7 @@ class QemuMutex:
     __exit__ = unlock
 
     def __repr__(self) -> str:
-        return f"<QemuMutex {self.name}>"
+        return f"<QemuMutex {self.name}{':' + self.label if self.label else ''}>"
 
 
 lockdep_skip_frames_of(QemuMutex.lock, QemuMutex.trylock)
@@ -143,12 +162,16 @@ class QemuCond:
         self.name = name
         self._waiters: deque[threading.Lock] = deque()
         self._guard = threading.Lock()
+        #: the explorer's waiters (util/sched.py), used instead while it runs
+        self.sched_waiters: list[Any] = []
 
     def wait(self, mutex: QemuMutex, timeout: Optional[float] = None) -> bool:
         """Release ``mutex``, wait for a signal, retake ``mutex``.
 
         Returns False on timeout (qemu_cond_timedwait).
         """
+        if SCHED.active:
+            return sched_cond_wait(self, mutex, timeout)
         waiter = threading.Lock()
         waiter.acquire()
         with self._guard:
@@ -168,12 +191,18 @@ class QemuCond:
 
     def signal(self) -> None:
         """Wake one waiter, if any."""
+        if SCHED.active:
+            sched_cond_signal(self, False)
+            return
         with self._guard:
             if self._waiters:
                 self._waiters.popleft().release()
 
     def broadcast(self) -> None:
         """Wake every waiter."""
+        if SCHED.active:
+            sched_cond_signal(self, True)
+            return
         with self._guard:
             while self._waiters:
                 self._waiters.popleft().release()
@@ -185,15 +214,20 @@ lockdep_skip_frames_of(QemuCond.wait)
 class QemuEvent:
     """A manual-reset event (util/event.c): set, reset, wait."""
 
-    def __init__(self, initial: bool = False) -> None:
+    def __init__(self, initial: bool = False, name: str = "event") -> None:
+        self.name = name
         self._event = threading.Event()
         if initial:
             self._event.set()
 
     def set(self) -> None:
+        if SCHED.active:
+            sched_point("qemu_event_set", self)
         self._event.set()
 
     def reset(self) -> None:
+        if SCHED.active:
+            sched_point("qemu_event_reset", self)
         self._event.clear()
 
     def is_set(self) -> bool:
@@ -201,6 +235,8 @@ class QemuEvent:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until set; False if ``timeout`` seconds passed first."""
+        if SCHED.active:
+            return sched_event_wait(self, timeout)
         return self._event.wait(timeout)
 
 
@@ -209,6 +245,10 @@ class QemuThread:
 
     def __init__(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
         self.name = name
+        #: the explorer's actor for this thread, when it runs under util/sched.py
+        self.actor = sched_thread_register(name) if SCHED.active else None
+        if self.actor is not None:
+            args, fn = (self.actor, fn, args), sched_thread_body
         self._thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
         # As qemu_thread_create: the new thread starts with every signal
         # blocked, so host signals interrupt the main loop thread only.
@@ -217,6 +257,8 @@ class QemuThread:
             self._thread.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if self.actor is not None:
+            sched_point("qemu_thread_create", self.actor.label)
 
     @property
     def ident(self) -> Optional[int]:
@@ -229,6 +271,8 @@ class QemuThread:
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Wait for the thread to finish (qemu_thread_join)."""
+        if self.actor is not None and SCHED.active:
+            sched_thread_join(self.actor)
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"thread {self.name} did not finish")

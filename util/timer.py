@@ -7,6 +7,10 @@ like QEMU's qtest clock).  Each AioContext owns one :class:`TimerList` per
 clock; a timer fires from ``aio_poll`` in that context's thread.  Arming a
 timer from another thread kicks the owning context so its poll timeout is
 recomputed.
+
+Under the explorer (util/sched.py) host time is the scheduler's virtual
+time, which moves only when every thread is blocked, so timers and
+timeouts fire in a chosen, repeatable order.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import threading
 import time
 import weakref
 from typing import Any, Callable, Optional
+
+from util.sched import SCHED
 
 SCALE_NS = 1
 SCALE_US = 1000
@@ -30,6 +36,11 @@ class QEMUClockType(enum.IntEnum):
 
 QEMU_CLOCK_REALTIME = QEMUClockType.QEMU_CLOCK_REALTIME
 QEMU_CLOCK_VIRTUAL = QEMUClockType.QEMU_CLOCK_VIRTUAL
+
+
+def _host_ns() -> int:
+    """Host monotonic time, or the explorer's virtual time while it runs."""
+    return SCHED.now_ns if SCHED.active else time.monotonic_ns()
 
 
 class _VirtualClock:
@@ -47,7 +58,7 @@ class _VirtualClock:
         stopped = self.stopped_at
         if stopped is not None:
             return stopped - self.offset
-        return time.monotonic_ns() - self.offset
+        return _host_ns() - self.offset
 
 
 _virtual = _VirtualClock()
@@ -61,7 +72,7 @@ def qemu_clock_get_ns(clock: QEMUClockType) -> int:
     """Current time of ``clock`` in nanoseconds."""
     if clock == QEMU_CLOCK_VIRTUAL:
         return _virtual.now()
-    return time.monotonic_ns()
+    return SCHED.now_ns if SCHED.active else time.monotonic_ns()
 
 
 def qemu_clock_get_ms(clock: QEMUClockType) -> int:
@@ -89,14 +100,14 @@ def cpu_disable_ticks() -> None:
     """Freeze the virtual clock while the VM is stopped (vm_stop)."""
     with _virtual.lock:
         if _virtual.stopped_at is None:
-            _virtual.stopped_at = time.monotonic_ns()
+            _virtual.stopped_at = _host_ns()
 
 
 def cpu_enable_ticks() -> None:
     """Let the virtual clock run again, skipping the stopped time (vm_start)."""
     with _virtual.lock:
         if _virtual.stopped_at is not None:
-            _virtual.offset += time.monotonic_ns() - _virtual.stopped_at
+            _virtual.offset += _host_ns() - _virtual.stopped_at
             _virtual.stopped_at = None
     qemu_clock_notify(QEMU_CLOCK_VIRTUAL)
 

@@ -20,6 +20,8 @@ import threading
 import time
 from typing import IO, Any, Callable, Optional
 
+from util.sched import SCHED
+
 
 class TraceRecord:
     """One emitted event: what, where (thread), when, with which arguments.
@@ -162,13 +164,15 @@ def trace_sink_remove(sink: Callable[[TraceRecord], None]) -> None:
 
 def _emit(ev: TraceEvent, values: tuple[Any, ...]) -> None:
     thread = threading.current_thread()
-    rec = TraceRecord(
-        ev.name,
-        thread.name,
-        threading.get_ident(),
-        time.monotonic_ns(),
-        dict(zip(ev.argnames, values)),
-    )
+    if SCHED.active:
+        # under the explorer a record's time is its point count (1 us per
+        # point) and its thread the actor's index: the same schedule gives
+        # the same trace, byte for byte
+        actor = SCHED.me()
+        thread_id, ts_ns = actor.index + 1, SCHED.steps * 1000
+    else:
+        thread_id, ts_ns = threading.get_ident(), time.monotonic_ns()
+    rec = TraceRecord(ev.name, thread.name, thread_id, ts_ns, dict(zip(ev.argnames, values)))
     with _backends.lock:
         if _backends.memory is not None:
             _backends.memory.append(rec)

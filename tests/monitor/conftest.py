@@ -203,7 +203,7 @@ class QmpPeer:
 
     def connected(self) -> bool:
         with self.chr.chr_write_lock:
-            return self.chr.connected
+            return qatomic_read(self.chr.connected)
 
     def reconnect(self) -> Message:
         """A new client connects; returns its greeting."""

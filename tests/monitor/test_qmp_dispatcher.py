@@ -435,7 +435,8 @@ def test_reply_of_a_gone_client_coroutine_command(qmp_env: QmpEnv, session_check
     peer.hangup()
     peer.reconnect()
     wake_co_sleepers()
-    run_until(lambda: co_sleep_timers() == [] and qmp_env.g.dispatcher_servicing is None)
+    g = qmp_env.g
+    run_until(lambda: co_sleep_timers() == [] and qatomic_read(g.dispatcher_servicing) is None)
     peer.cmd("qmp_capabilities", req_id="new")
     replies = peer.wait_msgs(2 if not session_check else 1)
     if session_check:
