@@ -177,6 +177,7 @@ class PairChardev(Chardev):
             dropped = [fd for _, chunk_fds in self.input for fd in chunk_fds]
             self.input.clear()
             self.output.clear()
+            self.cond.broadcast()  # a client waiting for output sees the end
         _close_fds(fds + dropped)
         self.pending = b""
         qemu_chr_be_event(self, CHR_EVENT_CLOSED)
@@ -255,11 +256,18 @@ class PairClient:
         return data
 
     def wait_output(self, size: int, timeout: float) -> bool:
-        """Wait until at least ``size`` unread output bytes are there (threaded tests)."""
+        """Wait until at least ``size`` unread output bytes are there (threaded tests).
+
+        Returns False at the deadline, and as soon as a connection that was
+        up when the wait began is gone (the emulator cut the client off).
+        """
         chr = self.chr
         deadline = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + int(timeout * 1e9)
+        was_connected = qatomic_read(chr.connected)
         with chr.lock:
             while len(chr.output) < size:
+                if was_connected and not qatomic_read(chr.connected):
+                    return False
                 left = (deadline - qemu_clock_get_ns(QEMU_CLOCK_REALTIME)) / 1e9
                 if left <= 0 or not chr.cond.wait(chr.lock, left):
                     return len(chr.output) >= size
