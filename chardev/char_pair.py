@@ -69,6 +69,8 @@ class PairChardev(Chardev):
         self.output = bytearray()
         #: protected by lock: the client hung up
         self.peer_closed = False
+        #: protected by lock: connections accepted so far
+        self.accepted = 0
         self.out_capacity: Optional[int] = None
         self.lockstep = False
         #: written under chr_write_lock in the chardev's context; read anywhere
@@ -88,6 +90,7 @@ class PairChardev(Chardev):
         self.lockstep = data.get("lockstep", False)
         self.out_capacity = data.get("out-capacity")
         qatomic_set(self.connected, data.get("connected", True))
+        self.accepted = int(qatomic_read(self.connected))
         self.filename = f"pair:{self.label}"
         return qatomic_read(self.connected)
 
@@ -157,6 +160,9 @@ class PairChardev(Chardev):
             qatomic_set(self.connected, True)
         with self.lock:
             self.peer_closed = False
+            self.output.clear()  # a new connection starts with nothing to read
+            self.accepted += 1
+            self.cond.broadcast()
         qemu_chr_be_event(self, CHR_EVENT_OPENED)
         self.chr_read_poll_update()
 
@@ -169,14 +175,17 @@ class PairChardev(Chardev):
             self._hangup()
 
     def _hangup(self) -> None:
-        """The client is gone: drop unread input, CLOSED, wake watches."""
+        """The connection is gone: drop unread input, CLOSED, wake watches."""
         with self.chr_write_lock:
             qatomic_set(self.connected, False)
             fds, self.read_msgfds = self.read_msgfds, []
         with self.lock:
             dropped = [fd for _, chunk_fds in self.input for fd in chunk_fds]
             self.input.clear()
-            self.output.clear()
+            if self.peer_closed:
+                self.output.clear()  # the client closed its end: nobody reads it
+            # else the emulator closed: what it wrote stays readable before
+            # the end, as bytes in flight on a socket do
             self.cond.broadcast()  # a client waiting for output sees the end
         _close_fds(fds + dropped)
         self.pending = b""
@@ -220,6 +229,7 @@ class PairChardev(Chardev):
         self.sources.fire_virtual_watches(G_IO_OUT)
 
     def finalize(self) -> None:
+        qatomic_set(self.connected, False)  # the client reads what is left, then the end
         with self.lock:
             dropped = [fd for _, chunk_fds in self.input for fd in chunk_fds]
             self.input.clear()
@@ -236,6 +246,9 @@ class PairClient:
 
     def __init__(self, chr: PairChardev) -> None:
         self.chr = chr
+        with chr.lock:
+            #: connections this client made (the one it starts with included)
+            self.connections = chr.accepted
 
     def send(self, data: bytes, fds: tuple[int, ...] = ()) -> None:
         """Queue input; ``fds`` (duplicated) arrive with its first byte."""
@@ -258,15 +271,17 @@ class PairClient:
     def wait_output(self, size: int, timeout: float) -> bool:
         """Wait until at least ``size`` unread output bytes are there (threaded tests).
 
-        Returns False at the deadline, and as soon as a connection that was
-        up when the wait began is gone (the emulator cut the client off).
+        Returns False at the deadline, and as soon as the client's current
+        connection is gone (the emulator cut it off).  After :meth:`connect`
+        the current connection is the new one, which may still wait in the
+        backlog: until it is accepted, the end of the old one is not the end.
         """
         chr = self.chr
         deadline = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + int(timeout * 1e9)
-        was_connected = qatomic_read(chr.connected)
         with chr.lock:
             while len(chr.output) < size:
-                if was_connected and not qatomic_read(chr.connected):
+                up = chr.accepted >= self.connections
+                if up and self.connections and not qatomic_read(chr.connected):
                     return False
                 left = (deadline - qemu_clock_get_ns(QEMU_CLOCK_REALTIME)) / 1e9
                 if left <= 0 or not chr.cond.wait(chr.lock, left):
@@ -274,15 +289,18 @@ class PairClient:
         return True
 
     def hangup(self) -> None:
-        """Close the client's end."""
+        """Close the client's end (what it has not read is gone with it)."""
         chr = self.chr
         with chr.lock:
             chr.peer_closed = True
+            chr.output.clear()
             chr.cond.broadcast()
         chr.sources.bh_schedule("pair_poll_bh")
 
     def connect(self) -> None:
         """A new client connects (after a hang-up, or for connected=False)."""
+        with self.chr.lock:
+            self.connections += 1
         self.chr.sources.bh_schedule("pair_connect_bh")
 
 

@@ -102,7 +102,8 @@ class MonitorQMP(Monitor):
         #: a client got OPENED and no CLOSED yet (chardev context only); it
         #: counts in mon_refcount until it goes
         self.client_open = False
-        #: bumped at every CHR_EVENT_OPENED; only read with the session check on
+        #: bumped under mon_lock at every CHR_EVENT_OPENED and CLOSED; only read
+        #: with the session check on
         self.session = 0
         #: emulator switch: drop replies meant for an earlier connection (bugs.md 3)
         self.session_generation_check = False

@@ -43,6 +43,7 @@ from monitor.monitor import (
     monitor_globals,
     monitor_list_append,
     monitor_puts,
+    monitor_puts_locked,
     monitor_register_id,
     monitor_resume,
     monitor_suspend,
@@ -137,10 +138,29 @@ def qmp_send_response_text(mon: MonitorQMP, text: str) -> None:
     monitor_puts(mon, text + "\n")
 
 
-def monitor_qmp_respond(mon: MonitorQMP, rsp: Optional[dict[str, Any]]) -> None:
-    """Send ``rsp``; None happens only for commands without success reply."""
-    if rsp is not None:
+def monitor_qmp_respond(
+    mon: MonitorQMP, rsp: Optional[dict[str, Any]], session: Optional[int] = None
+) -> None:
+    """Send ``rsp``; None happens only for commands without success reply.
+
+    With ``session`` (the fix of bugs.md entry 3 is on) the reply goes out
+    only if that connection is still the monitor's: checked under mon_lock,
+    which the session changes take too, so no connection can end or begin
+    between the check and the write (the explorer found a check made before
+    taking the lock too weak: a new client could connect in between).
+    """
+    if rsp is None:
+        return
+    if session is None:
         qmp_send_response(mon, rsp)
+        return
+    text = to_json(rsp, mon.pretty)
+    with mon.mon_lock:
+        if session != mon.session:
+            return  # the client that asked has gone (bugs.md entry 3, fixed)
+        if trace_monitor_qmp_respond.state:
+            trace_monitor_qmp_respond(mon.name, text)
+        monitor_puts_locked(mon, text + "\n")
 
 
 def monitor_qmp_dispatch(mon: MonitorQMP, req: Any, session: Optional[int] = None) -> None:
@@ -161,9 +181,7 @@ def monitor_qmp_dispatch(mon: MonitorQMP, req: Any, session: Optional[int] = Non
         if isinstance(error, dict) and error.get("class") == ErrorClass.COMMAND_NOT_FOUND.value:
             del error["desc"]
             error["desc"] = NEGOTIATION_DESC
-    if mon.session_generation_check and session != mon.session:
-        return  # the client that asked has gone (bugs.md entry 3, fixed)
-    monitor_qmp_respond(mon, rsp)
+    monitor_qmp_respond(mon, rsp, session if mon.session_generation_check else None)
 
 
 # ---------------------------------------------------------------- the dispatcher
@@ -303,7 +321,8 @@ def _dispatch_request(mon: MonitorQMP, req_obj: QMPRequest) -> None:
         monitor_qmp_dispatch(mon, req_obj.req, req_obj.session)
         return
     trace_monitor_qmp_err_in_band(req_obj.err.desc)
-    monitor_qmp_respond(mon, qmp_error_response(req_obj.err))
+    session = req_obj.session if mon.session_generation_check else None
+    monitor_qmp_respond(mon, qmp_error_response(req_obj.err), session)
 
 
 def _id_json(req: Any) -> str:
@@ -389,7 +408,8 @@ def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
     """Chardev events: greet a new client; forget everything of a gone one."""
     if event == CHR_EVENT_OPENED:
         g = monitor_globals()
-        mon.session += 1
+        with mon.mon_lock:  # a checked reply (monitor_qmp_respond) sees one or the other
+            mon.session += 1
         mon.commands = g.qmp_cap_negotiation_commands
         monitor_qmp_caps_reset(mon)
         if mon.greeting is None:
@@ -399,6 +419,8 @@ def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
         with g.mon_fdsets_lock:
             g.mon_refcount += 1
     elif event == CHR_EVENT_CLOSED:
+        with mon.mon_lock:  # the connection's session ends here, not at the next OPENED
+            mon.session += 1
         # useful only while the backend's output is still open (stdio)
         monitor_qmp_cleanup_queue_and_resume(mon)
         mon.parser = JSONMessageParser()

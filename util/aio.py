@@ -129,7 +129,8 @@ class AioHandler:
         self.events = events
 
 
-_contexts: weakref.WeakSet[AioContext] = weakref.WeakSet()
+#: live contexts in creation order (deterministic, unlike a WeakSet)
+_contexts: weakref.WeakKeyDictionary[AioContext, None] = weakref.WeakKeyDictionary()
 
 
 class AioContext:
@@ -157,7 +158,7 @@ class AioContext:
         self.timer_lists = tuple(self.tlg.values())
         self.finalized = False
         self.co_schedule_bh = aio_bh_new(self, co_schedule_bh_cb, self, "co_schedule_bh")
-        _contexts.add(self)
+        _contexts[self] = None
 
     def fileno(self) -> int:
         """The fd that becomes readable when this context has work (its epoll fd)."""

@@ -67,7 +67,8 @@ class _ThreadCoroutines(threading.local):
 
 
 _tls = _ThreadCoroutines()
-_live: weakref.WeakSet[Coroutine] = weakref.WeakSet()
+#: live coroutines in creation order (deterministic, unlike a WeakSet)
+_live: weakref.WeakKeyDictionary[Coroutine, None] = weakref.WeakKeyDictionary()
 
 
 def qemu_coroutine_create(entry: CoroutineEntry, opaque: Any = None, name: str = "") -> Coroutine:
@@ -79,7 +80,7 @@ def qemu_coroutine_create(entry: CoroutineEntry, opaque: Any = None, name: str =
         co.entry(co.opaque)
 
     co.greenlet = greenlet(run)
-    _live.add(co)
+    _live[co] = None
     return co
 
 

@@ -62,9 +62,11 @@ class _VirtualClock:
 
 
 _virtual = _VirtualClock()
-_lists: dict[QEMUClockType, weakref.WeakSet[TimerList]] = {
-    QEMU_CLOCK_REALTIME: weakref.WeakSet(),
-    QEMU_CLOCK_VIRTUAL: weakref.WeakSet(),
+#: live timer lists per clock, in creation order (a WeakSet's order would
+#: follow addresses, and the explorer needs the same notifications each run)
+_lists: dict[QEMUClockType, weakref.WeakKeyDictionary[TimerList, None]] = {
+    QEMU_CLOCK_REALTIME: weakref.WeakKeyDictionary(),
+    QEMU_CLOCK_VIRTUAL: weakref.WeakKeyDictionary(),
 }
 
 
@@ -151,7 +153,7 @@ class TimerList:
         self.notify_opaque = notify_opaque
         self.lock = threading.Lock()
         self.active: list[QEMUTimer] = []
-        _lists[clock].add(self)
+        _lists[clock][self] = None
 
     def deadline_ns(self) -> int:
         """Nanoseconds until the first expiry, 0 if overdue, -1 if none.
