@@ -15,26 +15,21 @@ same bytes.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Optional
 
 from qapi.qobject_input_visitor import qobject_input_visit
 from qapi.qobject_output_visitor import qobject_output_visit
 from qapi.schema import Schema
+from util.timer import g_get_real_time
 
 _USEC_PER_SEC = 1_000_000
-
-
-def _real_time_us() -> int:
-    """Wall-clock time in microseconds, as ``g_get_real_time()`` reports it."""
-    return time.time_ns() // 1000
 
 
 def qapi_event_build(
     schema: Schema,
     name: str,
     data: Optional[dict[str, Any]] = None,
-    real_time_us: Callable[[], int] = _real_time_us,
+    real_time_us: Callable[[], int] = g_get_real_time,
 ) -> dict[str, Any]:
     """Return the message for event ``name`` carrying ``data``.
 

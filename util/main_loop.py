@@ -24,13 +24,15 @@ from typing import Any, Optional
 
 from util.aio import (
     AioContext,
+    aio_bh_new,
     aio_bh_schedule_oneshot,
     aio_compute_timeout,
     aio_context_finalize,
     aio_dispatch,
-    aio_notify,
     aio_set_fd_handler,
     aio_wait_has_waiters,
+    qemu_bh_delete,
+    qemu_bh_schedule,
     qemu_set_current_aio_context,
 )
 from util.atomic import qatomic_set
@@ -56,6 +58,9 @@ class MainLoop:
         for ctx in (self.qemu_aio_context, self.iohandler_ctx):
             ctx.home_thread = self.thread
         self.contexts = (self.qemu_aio_context, self.iohandler_ctx)
+        #: what qemu_notify_event schedules: pending work that the loop's
+        #: timeout computation sees, so a kick just before it blocks is not lost
+        self.notify_bh = aio_bh_new(self.qemu_aio_context, _notify_event_cb, None, "qemu_notify_bh")
         #: the contexts' epoll fds, as the outer epoll reports them
         self.context_fds = tuple(ctx.fileno() for ctx in self.contexts)
         self.epoll = select.epoll()
@@ -130,6 +135,7 @@ def qemu_main_loop_cleanup() -> None:
     if loop.bql.locked_by_me():
         bql_unlock()
     _qemu_signal_cleanup(loop)
+    qemu_bh_delete(loop.notify_bh)
     loop.epoll.close()
     _current.loop = None
     qemu_set_current_aio_context(None)
@@ -164,8 +170,19 @@ def qemu_in_main_thread() -> bool:
 
 
 def qemu_notify_event() -> None:
-    """Wake the main loop (qemu_notify_event)."""
-    aio_notify(main_loop().qemu_aio_context)
+    """Wake the main loop (qemu_notify_event) to look at its exit conditions.
+
+    As in QEMU this schedules a BH rather than kicking the context: the
+    condition the caller changed (a shutdown request) is checked before the
+    loop computes its timeout, so a bare aio_notify landing between that
+    check and ``notify_me`` would be lost and the loop would sleep on (the
+    explorer finds that interleaving).  A scheduled BH makes the timeout 0.
+    """
+    qemu_bh_schedule(main_loop().notify_bh)
+
+
+def _notify_event_cb(opaque: Any) -> None:
+    """Running is the point: the loop wakes and checks its conditions."""
 
 
 _NOTHING_FIRED: dict[int, int] = {}

@@ -368,7 +368,7 @@ class Sched:
         label = self.label_of(obj)[0] if obj is not None else ""
         anchor = self._count(me, "wait " + wait.op, label)
         me.wait = wait
-        if isinstance(wait, MutexWait):
+        if isinstance(wait, (MutexWait, JoinWait)):
             cycle = self._mutex_cycle(me)
             if cycle:
                 self.fail("deadlock: " + cycle)
@@ -475,27 +475,38 @@ class Sched:
         return actor, parked
 
     def _mutex_cycle(self, start: Actor) -> Optional[str]:
-        """If the mutex waits from ``start`` lead back to it, describe the cycle."""
+        """If the waits from ``start`` lead back to it, describe the cycle.
+
+        The wait-for edges: a mutex wait points at the mutex's holder (or
+        at the parked coroutine holding it), a join at the thread joined.
+        Events and conditions have no owner, so they end a chain (a stuck
+        run through them is a hang, reported with every thread's wait).
+        """
         steps = []
         actor = start
         seen: set[int] = set()
-        while actor.wait is not None and isinstance(actor.wait, MutexWait):
+        while isinstance(actor.wait, (MutexWait, JoinWait)):
             if actor.index in seen:
                 break
             seen.add(actor.index)
-            m = actor.wait.mutex
-            owner, parked = self._owner_of(m)
-            lab = self.label_of(m)[0]
-            if owner is None:
-                return None
-            if parked is not None and owner is actor:
-                steps.append(
-                    f"{actor.label} waits for {lab} held by coroutine {parked}, "
-                    f"parked in {actor.label}, which only {actor.label} can resume"
-                )
-                return "; ".join(steps)
-            holder = owner.label if parked is None else f"coroutine {parked} of {owner.label}"
-            steps.append(f"{actor.label} waits for {lab} held by {holder}")
+            if isinstance(actor.wait, JoinWait):
+                owner = actor.wait.actor
+                steps.append(f"{actor.label} waits for thread {owner.label} to end")
+            else:
+                m = actor.wait.mutex
+                owner_or_none, parked = self._owner_of(m)
+                lab = self.label_of(m)[0]
+                if owner_or_none is None:
+                    return None
+                owner = owner_or_none
+                if parked is not None and owner is actor:
+                    steps.append(
+                        f"{actor.label} waits for {lab} held by coroutine {parked}, "
+                        f"parked in {actor.label}, which only {actor.label} can resume"
+                    )
+                    return "; ".join(steps)
+                holder = owner.label if parked is None else f"coroutine {parked} of {owner.label}"
+                steps.append(f"{actor.label} waits for {lab} held by {holder}")
             if owner is start:
                 return "; ".join(steps)
             actor = owner
@@ -503,7 +514,7 @@ class Sched:
 
     def _stuck_reason(self) -> str:
         for a in self.actors:
-            if not a.finished and isinstance(a.wait, MutexWait):
+            if not a.finished and isinstance(a.wait, (MutexWait, JoinWait)):
                 cycle = self._mutex_cycle(a)
                 if cycle:
                     return "deadlock: " + cycle

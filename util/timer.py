@@ -22,7 +22,7 @@ import time
 import weakref
 from typing import Any, Callable, Optional
 
-from util.sched import SCHED
+from util.sched import SCHED, VIRTUAL_EPOCH_NS
 
 SCALE_NS = 1
 SCALE_US = 1000
@@ -41,6 +41,21 @@ QEMU_CLOCK_VIRTUAL = QEMUClockType.QEMU_CLOCK_VIRTUAL
 def _host_ns() -> int:
     """Host monotonic time, or the explorer's virtual time while it runs."""
     return SCHED.now_ns if SCHED.active else time.monotonic_ns()
+
+
+#: the explorer's wall clock starts at 2026-01-01T00:00:00Z
+_VIRTUAL_REAL_EPOCH_NS = 1_767_225_600 * 1_000_000_000
+
+
+def g_get_real_time() -> int:
+    """Wall-clock time in microseconds (glib's g_get_real_time).
+
+    Under the explorer it follows the virtual clock from a fixed date, so
+    event timestamps are the same in every replay of a schedule.
+    """
+    if SCHED.active:
+        return (_VIRTUAL_REAL_EPOCH_NS + SCHED.now_ns - VIRTUAL_EPOCH_NS) // 1000
+    return time.time_ns() // 1000
 
 
 class _VirtualClock:

@@ -60,6 +60,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Optional, Union
 
+from util.sched import SCHED
 from util.trace import (
     TraceRecord,
     trace_init_file,
@@ -1045,7 +1046,9 @@ class ChromeTraceSink:
         f, self.file = self.file, None
         if f is not None:
             try:
-                write_chrome_trace(self.records, f)
+                # under the explorer the process id is not part of the run:
+                # a fixed one keeps the same schedule's trace byte-identical
+                write_chrome_trace(self.records, f, pid=1 if SCHED.active else None)
             finally:
                 f.close()
 

@@ -153,6 +153,19 @@ def main(argv: list[str]) -> int:
             _usage_error(str(e))
         c = Campaign(args.scenario, bugs, args.opt, ("replay", 0), 0, 1)
         result = c.replay(entries, args.trace)
+        _write_json(
+            {
+                "scenario": args.scenario,
+                "bugs": bugs,
+                "opts": args.opt,
+                "replayed": args.replay,
+                "schedule": result["schedule"],
+                "reason": result["reason"],
+                "divergence": result.get("divergence") or [],
+                "points": result["points"],
+            },
+            args.json,
+        )
         for line in result.get("divergence") or []:
             print(f"diverged: {line}")
         if result["reason"] is None:
@@ -175,9 +188,9 @@ def main(argv: list[str]) -> int:
         _usage_error("--runs and --jobs must be at least 1")
     c = Campaign(args.scenario, bugs, args.opt, strategy, args.seed, args.runs, shard)
     doc = explore(c, args.jobs, args.stop_on_failure, _progress(args.quiet, _owned(c)))
-    if args.shrink:
-        for f in doc["failures"]:
-            f["shrunk"] = shrink(c, f["schedule"], f["reason"])
+    if args.shrink and doc["failures"]:
+        first = doc["failures"][0]  # the others keep "shrunk": null
+        first["shrunk"] = shrink(c, first["schedule"], first["reason"])
     _write_json(doc, args.json)
     if args.trace is not None:
         first = (

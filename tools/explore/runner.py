@@ -28,6 +28,10 @@ from tools.explore.strategies import format_schedule, make_strategy
 #: wall-clock seconds a run may take before the parent kills it
 RUN_TIMEOUT_S = 120.0
 
+#: host seconds without a single point before the watchdog names the thread
+#: that blocks outside the scheduler (EXPLORE_WATCHDOG_S overrides it)
+WATCHDOG_S = float(os.environ.get("EXPLORE_WATCHDOG_S", "5"))
+
 Result = dict[str, Any]
 
 
@@ -71,7 +75,7 @@ def _child(spec: dict[str, Any], wfd: int) -> None:
         SCHED.fail(f"assertion: {where}: {type(exc).__name__}: {exc}")
 
     error_sink_set(on_error)
-    SCHED.start(strategy, on_failure=report)
+    SCHED.start(strategy, on_failure=report, watchdog_s=WATCHDOG_S)
     try:
         run_scenario(sc, spec["opts"], trace)
         bad = lockdep_violations()
