@@ -31,7 +31,15 @@ from monitor.monitor import (
 from qapi.error import QapiError
 from qapi.schema import qapi_schema
 from system import runstate as rs
+from system.accel_model import (
+    X_MODEL_MAX_CPUS,
+    GuestModel,
+    guest_model_from_opts,
+    qemu_accel_opts,
+    x_model_init_vcpus,
+)
 from system.commands import qmp_init_commands
+from system.cpus import cpus_cleanup
 from system.machine import machine_init
 from util.error_report import error_report, warn_report
 from util.main_loop import (
@@ -51,6 +59,7 @@ from util.qemu_option import (
     qemu_opts_create,
     qemu_opts_parse,
 )
+from util.rcu import rcu_cleanup
 from util.trace import trace_enable_events, trace_list_events
 
 #: option name -> takes an argument (the subset of qemu-options.hx emulated)
@@ -63,6 +72,8 @@ QEMU_OPTIONS: dict[str, bool] = {
     "nodefaults": False,
     "machine": True,
     "M": True,
+    "smp": True,
+    "accel": True,
     "display": True,
     "name": True,
     "S": False,
@@ -93,6 +104,16 @@ monitor threading model. Options take QEMU's syntax:
 -monitor dev                  an HMP monitor on dev (stdio, mon:stdio, ...)
 -nodefaults                   no default monitors
 -machine none / -M none       the only machine emulated
+-smp [cpus=]n                 the number of vCPUs (default 1); -machine none has
+                              none unless -accel x-model gives it a guest
+-accel tcg                    QEMU's default accelerator (no vCPUs here)
+-accel x-model[,exit-rate=R][,exit-cost=C][,rcu-section=on|off]
+                              emulator only: a guest model on -smp vCPU threads
+                              ("CPU n/TCG"); each makes R I/O exits per second
+                              of guest time (0, the default: an idle guest),
+                              each holding the BQL for C microseconds; with
+                              rcu-section=on the guest runs inside an RCU
+                              read-side section, as TCG's cpu_exec does
 -display none                 the only display emulated
 -name string                  set the name reported by query-name
 -S                            do not start the VM (query-status: prelaunch)
@@ -169,6 +190,10 @@ class VlConfig:
         self.daemonize = False
         self.traces: list[tuple[str, str]] = []
         self.default_qmp_path: Optional[str] = None
+        #: -smp cpus (QEMU's default is 1)
+        self.smp_cpus = 1
+        #: -accel x-model's guest model; None: no vCPUs, as -machine none
+        self.guest_model: Optional[GuestModel] = None
 
 
 def lookup_opt(argv: list[str], i: int) -> tuple[str, Optional[str], int]:
@@ -237,6 +262,44 @@ def _check_machine(optarg: str, loc: str) -> None:
         raise VlError(loc, f"machine '{machine}' is not emulated: only -machine none is")
 
 
+#: SMPConfiguration members the emulator does not model
+_SMP_TOPOLOGY = ("sockets", "dies", "clusters", "cores", "threads", "maxcpus")
+
+
+def smp_parse(optarg: str, loc: str) -> int:
+    """-smp [cpus=]N: the number of vCPUs (machine_parse_smp_config)."""
+    cpus = 1
+    for i, item in enumerate(optarg.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq and i == 0:
+            key, value = "cpus", item
+        if key in _SMP_TOPOLOGY:
+            raise VlError(loc, f"Parameter 'smp.{key}' is not emulated: only cpus is")
+        if key != "cpus":
+            raise VlError("", f"Parameter 'smp.{key}' is unexpected")
+        if not value.isdigit():
+            raise VlError("", "Parameter 'smp.cpus' expects integer")
+        cpus = int(value)
+    if cpus == 0:
+        warn_report(
+            "Deprecated CPU topology (considered invalid): "
+            "CPU topology parameters must be greater than zero"
+        )
+        cpus = 1
+    return cpus
+
+
+def _check_smp(config: VlConfig) -> None:
+    """-machine none has at most one CPU; the guest model lifts the limit."""
+    max_cpus = 1 if config.guest_model is None else X_MODEL_MAX_CPUS
+    if config.smp_cpus > max_cpus:
+        raise VlError(
+            "",
+            f"Invalid SMP CPUs {config.smp_cpus}. "
+            f"The max CPUs supported by machine 'none' is {max_cpus}",
+        )
+
+
 def qemu_parse_args(argv: list[str]) -> VlConfig:
     """Parse ``argv`` (without the program name) as QEMU does."""
     config = VlConfig()
@@ -286,6 +349,14 @@ def _apply_option_arg(config: VlConfig, name: str, optarg: str, loc: str) -> Non
         monitor_parse(config, optarg, "readline", False, loc)
     elif name in ("machine", "M"):
         _check_machine(optarg, loc)
+    elif name == "smp":
+        config.smp_cpus = smp_parse(optarg, loc)
+    elif name == "accel":
+        opts = _parse_group(config, qemu_accel_opts(), optarg, loc)
+        try:
+            config.guest_model = guest_model_from_opts(opts)
+        except ValueError as e:
+            raise VlError(loc, str(e)) from None
     elif name == "display":
         if optarg.split(",", 1)[0] != "none":
             raise VlError("", f"Display '{optarg.split(',', 1)[0]}' is not available.")
@@ -351,9 +422,13 @@ def configure_traces(config: VlConfig) -> None:
 def qemu_init(config: VlConfig) -> None:
     """Everything before the main loop, in vl.c's order."""
     configure_traces(config)
+    _check_smp(config)
     qemu_init_main_loop()
     state = rs.runstate_init(config.autostart)
     machine_init(config.name)
+    if config.guest_model is not None:
+        model, ncpus = config.guest_model, config.smp_cpus
+        state.board_init = lambda: x_model_init_vcpus(model, ncpus)
     g = monitor_init_globals(qapi_schema(), lambda: rs.phase_check(rs.MachinePhase.MACHINE_READY))
     g.runstate_is_running = rs.runstate_is_running
     qmp_init_commands(g)
@@ -406,8 +481,10 @@ def qemu_cleanup(config: VlConfig) -> None:
     """Stop the VM, the monitors, the chardevs, the main loop (runstate.c)."""
     if rs.runstate_is_running():
         rs.runstate_set(rs.RunState.SHUTDOWN)
+    cpus_cleanup()
     monitor_cleanup()
     qemu_chr_cleanup()
+    rcu_cleanup()
     qemu_main_loop_cleanup()
     if config.traces:
         from util.trace_chrome import trace_output_close

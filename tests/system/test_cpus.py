@@ -1,0 +1,204 @@
+"""vCPU threads and the run-state handshakes (system/cpus.py, accel_model.py).
+
+In-process tests drive the real vCPU threads with the BQL held by the test
+thread (the main loop's); process tests use ``-smp``/``-accel x-model`` on
+the command line and the qemu.qmp client, and compare the default
+configuration with real QEMU 7.2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from system import runstate as rs
+from system.accel_model import GuestModel, x_model_init_vcpus
+from system.cpus import (
+    cpus_cleanup,
+    pause_all_vcpus,
+    qmp_query_cpus_fast,
+    resume_all_vcpus,
+)
+from system.cpus_common import (
+    CPUState,
+    async_run_on_cpu,
+    cpu_globals,
+    cpu_globals_reset,
+    qemu_cpu_is_self,
+    run_on_cpu,
+)
+from tests.integration.harness import launched
+from util.main_loop import MainLoop, bql_lock, bql_locked, bql_unlock
+from util.rcu import rcu_cleanup
+from util.thread import QemuEvent, qemu_thread_get_name
+
+BUSY = GuestModel(exit_rate=2000, exit_cost=50, rcu_section=True)
+
+
+class Events(list[tuple[str, bool]]):
+    """The events sent, each with whether every vCPU was parked then."""
+
+    def __call__(self, name: str, data: Any = None) -> None:
+        self.append((name, all(cpu.stopped for cpu in cpu_globals().cpus)))
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> Events:
+    sent = Events()
+    monkeypatch.setattr(rs, "qapi_event_send", sent)
+    return sent
+
+
+@pytest.fixture
+def vcpus(main_loop: MainLoop, events: Events) -> Iterator[list[CPUState]]:
+    """Four vCPUs of a busy guest, running; joined at the end."""
+    cpu_globals_reset()
+    rs.runstate_init(autostart=True)
+    try:
+        x_model_init_vcpus(BUSY, 4)
+        rs.vm_start()
+        events.clear()
+        yield cpu_globals().cpus
+    finally:
+        rs.runstate_set(rs.RunState.SHUTDOWN)
+        cpus_cleanup()
+        rcu_cleanup()
+        cpu_globals_reset()
+
+
+def test_vcpus_are_created_named_and_listed(vcpus: list[CPUState]) -> None:
+    assert [cpu.created for cpu in vcpus] == [True] * 4
+    names = [cpu.thread.name for cpu in vcpus if cpu.thread is not None]
+    assert names == ["CPU 0/TCG", "CPU 1/TCG", "CPU 2/TCG", "CPU 3/TCG"]
+    info = qmp_query_cpus_fast()
+    assert [c["cpu-index"] for c in info] == [0, 1, 2, 3]
+    assert [c["thread-id"] for c in info] == [cpu.thread.native_id for cpu in vcpus if cpu.thread]
+    assert all(os.path.isdir(f"/proc/self/task/{c['thread-id']}") for c in info)
+
+
+def test_pause_parks_every_vcpu_and_resume_releases_them(vcpus: list[CPUState]) -> None:
+    for _ in range(20):
+        pause_all_vcpus()
+        assert bql_locked()
+        assert all(cpu.stopped and not cpu.stop for cpu in vcpus)
+        exits = [cpu.accel.exits for cpu in vcpus]
+        # parked: no vCPU takes the BQL for an exit any more
+        assert [cpu.accel.exits for cpu in vcpus] == exits
+        resume_all_vcpus()
+        assert not any(cpu.stopped for cpu in vcpus)
+
+
+def test_run_on_cpu_runs_in_the_vcpu_thread_and_waits(vcpus: list[CPUState]) -> None:
+    seen: list[tuple[int, str, bool, bool]] = []
+
+    def work(cpu: CPUState, data: Any) -> None:
+        seen.append((data, qemu_thread_get_name(), qemu_cpu_is_self(cpu), bql_locked()))
+
+    for cpu in vcpus:
+        run_on_cpu(cpu, work, cpu.cpu_index)
+    assert seen == [(i, f"CPU {i}/TCG", True, True) for i in range(4)]
+
+
+def test_async_run_on_cpu_runs_while_paused_vcpus_wake_for_work(
+    vcpus: list[CPUState],
+) -> None:
+    pause_all_vcpus()
+    ran = QemuEvent(name="ran")
+    async_run_on_cpu(vcpus[2], lambda cpu, data: ran.set())
+    # the queued work wakes the parked vCPU, which runs it (with the BQL,
+    # which this thread drops meanwhile) and parks again
+    bql_unlock()
+    try:
+        assert ran.wait(10)
+    finally:
+        bql_lock()
+    assert vcpus[2].stopped
+    resume_all_vcpus()
+
+
+def test_stop_and_cont_order_the_events_after_the_handshake(
+    vcpus: list[CPUState], events: Events
+) -> None:
+    rs.qmp_stop()
+    rs.qmp_cont()
+    # STOP once all are parked; RESUME (vm_prepare_start) before the release
+    assert events == [("STOP", True), ("RESUME", True)]
+    assert not any(cpu.stopped for cpu in vcpus)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _qmp(path: str, *commands: str) -> tuple[list[Any], list[str]]:
+    """Run ``commands`` with qemu.qmp; the replies and the events' names."""
+    from qemu.qmp import QMPClient
+
+    async def scenario() -> tuple[list[Any], list[str]]:
+        qmp = QMPClient("test-cpus")
+        await qmp.connect(path)
+        try:
+            with qmp.listener() as listener:
+                replies: list[Any] = [await qmp.execute(cmd) for cmd in commands]
+                # STOP and RESUME go out before the replies of stop and cont
+                events = [str(event["event"]) for event in listener.clear()]
+        finally:
+            await qmp.disconnect()
+        return replies, events
+
+    return asyncio.run(scenario())
+
+
+def test_smp_4_shows_four_vcpu_threads_with_real_ids() -> None:
+    args = ["-smp", "4", "-accel", "x-model,exit-rate=1000,exit-cost=50,rcu-section=on"]
+    with launched("emu", args) as inst:
+        (cpus,), _ = _qmp(inst.mon_path, "query-cpus-fast")
+        assert [c["cpu-index"] for c in cpus] == [0, 1, 2, 3]
+        tasks = set(os.listdir(f"/proc/{inst.proc.pid}/task"))
+        assert {str(c["thread-id"]) for c in cpus} <= tasks
+        assert cpus[1] == {
+            "thread-id": cpus[1]["thread-id"],
+            "props": {"core-id": 1, "thread-id": 0, "socket-id": 0},
+            "qom-path": "/machine/unattached/device[1]",
+            "cpu-index": 1,
+            "target": "x86_64",
+        }
+
+
+def test_stop_cont_under_load_send_stop_and_resume() -> None:
+    args = ["-smp", "4", "-accel", "x-model,exit-rate=5000,exit-cost=100,rcu-section=on"]
+    with launched("emu", args) as inst:
+        commands = ("stop", "query-status", "cont", "query-status") * 3
+        replies, events = _qmp(inst.mon_path, *commands)
+        assert [r["status"] for r in replies[1::2]] == ["paused", "running"] * 3
+        assert events == ["STOP", "RESUME"] * 3
+
+
+@pytest.mark.parametrize("target", [pytest.param("qemu", marks=pytest.mark.qemu), "emu"])
+def test_machine_none_has_no_cpus_by_default(target: str) -> None:
+    if target == "qemu" and shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    with launched(target, ["-smp", "1"]) as inst:
+        replies, _ = _qmp(inst.mon_path, "query-cpus-fast")
+        assert replies == [[]]
+
+
+@pytest.mark.parametrize("target", [pytest.param("qemu", marks=pytest.mark.qemu), "emu"])
+def test_machine_none_refuses_more_than_one_cpu(target: str) -> None:
+    if target == "qemu":
+        if shutil.which("qemu-system-x86_64") is None:
+            pytest.skip("qemu-system-x86_64 is not installed")
+        argv = ["qemu-system-x86_64"]
+    else:
+        argv = [sys.executable, "-m", "system"]
+    argv += ["-machine", "none", "-nodefaults", "-display", "none", "-smp", "4"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    msg = proc.stderr.split(": ", 1)[1]
+    assert msg == "Invalid SMP CPUs 4. The max CPUs supported by machine 'none' is 1\n"
