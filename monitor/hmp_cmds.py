@@ -178,6 +178,48 @@ def hmp_info_monitors(mon: Monitor, qdict: dict[str, Any]) -> None:
     monitor_printf(mon, "".join(lines))
 
 
+def monitor_set_cpu(mon: Monitor, cpu_index: int) -> bool:
+    """Make CPU ``cpu_index`` the monitor's current one; False if none has it.
+
+    CPUs are found through ``query-cpus-fast``, as ``info cpus`` finds them:
+    monitor/ does not reach into system/.
+    """
+    for cpu in qmp_call("query-cpus-fast"):
+        if cpu["cpu-index"] == cpu_index:
+            mon.mon_cpu_path = cpu["qom-path"]
+            return True
+    return False
+
+
+def monitor_get_cpu_index(mon: Monitor) -> Optional[int]:
+    """The current CPU's index; the first CPU when none is set or it is gone."""
+    cpus = qmp_call("query-cpus-fast")
+    for cpu in cpus:
+        if cpu["qom-path"] == mon.mon_cpu_path:
+            return int(cpu["cpu-index"])
+    if not cpus:
+        return None
+    mon.mon_cpu_path = cpus[0]["qom-path"]
+    return int(cpus[0]["cpu-index"])
+
+
+def hmp_cpu(mon: Monitor, qdict: dict[str, Any]) -> None:
+    if not monitor_set_cpu(mon, qdict["index"]):
+        monitor_printf(mon, "invalid CPU index\n")
+
+
+def hmp_info_cpus(mon: Monitor, qdict: dict[str, Any]) -> None:
+    """One line per vCPU, ``*`` marking the monitor's current one."""
+    cpus = qmp_call("query-cpus-fast")
+    current = monitor_get_cpu_index(mon)
+    lines = [
+        f"{'*' if cpu['cpu-index'] == current else ' '} CPU #{cpu['cpu-index']}: "
+        f"thread_id={cpu['thread-id']}\n"
+        for cpu in cpus
+    ]
+    monitor_printf(mon, "".join(lines))
+
+
 def _sorted(*cmds: HMPCommand) -> tuple[HMPCommand, ...]:
     """QEMU sorts both tables by name at start-up (sortcmdlist); ``help``
     and completion list them in that order."""
@@ -186,6 +228,7 @@ def _sorted(*cmds: HMPCommand) -> tuple[HMPCommand, ...]:
 
 hmp_info_cmds = _sorted(
     HMPCommand("chardev", "", "", "show the character devices", hmp_info_chardev, flags="p"),
+    HMPCommand("cpus", "", "", "show infos for each CPU", hmp_info_cpus),
     HMPCommand("history", "", "", "show the command line history", hmp_info_history, flags="p"),
     HMPCommand(
         "monitors",
@@ -213,6 +256,7 @@ hmp_cmds = _sorted(
     HMPCommand("exit_preconfig", "", "", "exit the preconfig state", hmp_exit_preconfig, flags="p"),
     HMPCommand("stop|s", "", "", "stop emulation", hmp_stop),
     HMPCommand("cont|c", "", "", "resume emulation", hmp_cont),
+    HMPCommand("cpu", "index:i", "index", "set the default CPU", hmp_cpu),
     HMPCommand("system_reset", "", "", "reset the system", hmp_system_reset),
     HMPCommand("system_powerdown", "", "", "send system power down event", hmp_system_powerdown),
     HMPCommand(

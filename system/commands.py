@@ -14,7 +14,6 @@ import monitor.fds
 import monitor.hotplug
 import monitor.qmp_cmds
 import monitor.qmp_cmds_control
-import system.cpus
 import system.machine
 import system.migration
 import system.runstate
@@ -29,7 +28,6 @@ HANDLER_PROVIDERS = (
     monitor.hotplug,
     chardev.char_qmp,
     system.runstate,
-    system.cpus,
     system.machine,
     system.migration,
 )

@@ -167,7 +167,6 @@ def cpus_cleanup() -> None:
 # ---------------------------------------------------------------- QMP
 
 
-#: QEMU 7.2's member order for CpuInfoFast on x86 (hash order of its QDict)
 def _cpu_info_fast(cpu: CPUState) -> dict[str, Any]:
     return {
         "thread-id": cpu.thread_id,
@@ -178,7 +177,7 @@ def _cpu_info_fast(cpu: CPUState) -> dict[str, Any]:
     }
 
 
-def qmp_query_cpus_fast() -> list[dict[str, Any]]:
+def query_cpus_fast() -> list[dict[str, Any]]:
     """Every vCPU with its host thread id, without interrupting it."""
     return [_cpu_info_fast(cpu) for cpu in cpu_globals().cpus]
 

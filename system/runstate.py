@@ -12,7 +12,6 @@ from typing import Any, Callable, Optional
 
 from monitor.monitor import qapi_event_send
 from qapi.error import error_setg
-from system.cpus import pause_all_vcpus, resume_all_vcpus
 from util.error_report import error_report
 from util.main_loop import qemu_notify_event
 from util.markers import requires_bql
@@ -81,6 +80,14 @@ class RunStateGlobals:
         self.shutdown_signal: Optional[int] = None
         #: creates the vCPUs when the machine is initialised (qemu_init_board)
         self.board_init: Optional[Callable[[], None]] = None
+        #: system/cpus.py's handshakes once there are vCPUs; without any,
+        #: QEMU's loops over no CPU, and the module is not even loaded
+        self.pause_all_vcpus: Callable[[], None] = _no_vcpus
+        self.resume_all_vcpus: Callable[[], None] = _no_vcpus
+
+
+def _no_vcpus() -> None:
+    """pause_all_vcpus / resume_all_vcpus of a machine without vCPUs."""
 
 
 class _Current:
@@ -140,7 +147,7 @@ def vm_stop(state: RunState) -> None:
         return
     cpu_disable_ticks()
     runstate_set(state)
-    pause_all_vcpus()
+    runstate().pause_all_vcpus()
     qapi_event_send("STOP")
 
 
@@ -153,7 +160,7 @@ def vm_start() -> None:
     qapi_event_send("RESUME")
     runstate_set(RunState.RUNNING)
     # vm_start: RESUME (vm_prepare_start) comes before the vCPUs are released
-    resume_all_vcpus()
+    runstate().resume_all_vcpus()
 
 
 def qemu_system_shutdown_request(cause: ShutdownCause) -> None:

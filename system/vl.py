@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from chardev.char import (
     Chardev,
@@ -31,15 +31,7 @@ from monitor.monitor import (
 from qapi.error import QapiError
 from qapi.schema import qapi_schema
 from system import runstate as rs
-from system.accel_model import (
-    X_MODEL_MAX_CPUS,
-    GuestModel,
-    guest_model_from_opts,
-    qemu_accel_opts,
-    x_model_init_vcpus,
-)
 from system.commands import qmp_init_commands
-from system.cpus import cpus_cleanup
 from system.machine import machine_init
 from util.error_report import error_report, warn_report
 from util.main_loop import (
@@ -59,8 +51,10 @@ from util.qemu_option import (
     qemu_opts_create,
     qemu_opts_parse,
 )
-from util.rcu import rcu_cleanup
 from util.trace import trace_enable_events, trace_list_events
+
+if TYPE_CHECKING:
+    from system.accel_model import GuestModel
 
 #: option name -> takes an argument (the subset of qemu-options.hx emulated)
 QEMU_OPTIONS: dict[str, bool] = {
@@ -291,7 +285,11 @@ def smp_parse(optarg: str, loc: str) -> int:
 
 def _check_smp(config: VlConfig) -> None:
     """-machine none has at most one CPU; the guest model lifts the limit."""
-    max_cpus = 1 if config.guest_model is None else X_MODEL_MAX_CPUS
+    max_cpus = 1
+    if config.guest_model is not None:
+        from system.accel_model import X_MODEL_MAX_CPUS
+
+        max_cpus = X_MODEL_MAX_CPUS
     if config.smp_cpus > max_cpus:
         raise VlError(
             "",
@@ -352,6 +350,9 @@ def _apply_option_arg(config: VlConfig, name: str, optarg: str, loc: str) -> Non
     elif name == "smp":
         config.smp_cpus = smp_parse(optarg, loc)
     elif name == "accel":
+        # the guest model is loaded only when asked for
+        from system.accel_model import guest_model_from_opts, qemu_accel_opts
+
         opts = _parse_group(config, qemu_accel_opts(), optarg, loc)
         try:
             config.guest_model = guest_model_from_opts(opts)
@@ -427,8 +428,7 @@ def qemu_init(config: VlConfig) -> None:
     state = rs.runstate_init(config.autostart)
     machine_init(config.name)
     if config.guest_model is not None:
-        model, ncpus = config.guest_model, config.smp_cpus
-        state.board_init = lambda: x_model_init_vcpus(model, ncpus)
+        _init_guest_model(state, config.guest_model, config.smp_cpus)
     g = monitor_init_globals(qapi_schema(), lambda: rs.phase_check(rs.MachinePhase.MACHINE_READY))
     g.runstate_is_running = rs.runstate_is_running
     qmp_init_commands(g)
@@ -446,6 +446,16 @@ def qemu_init(config: VlConfig) -> None:
     if not config.preconfig:
         rs.qemu_machine_creation_done()
     assert state is rs.runstate()
+
+
+def _init_guest_model(state: rs.RunStateGlobals, model: GuestModel, ncpus: int) -> None:
+    """-accel x-model: vCPUs at board init, and the run-state handshakes."""
+    from system.accel_model import x_model_init_vcpus
+    from system.cpus import pause_all_vcpus, resume_all_vcpus
+
+    state.board_init = lambda: x_model_init_vcpus(model, ncpus)
+    state.pause_all_vcpus = pause_all_vcpus
+    state.resume_all_vcpus = resume_all_vcpus
 
 
 def _mux_monitor_init_hmp(chr: Chardev) -> object:
@@ -481,10 +491,16 @@ def qemu_cleanup(config: VlConfig) -> None:
     """Stop the VM, the monitors, the chardevs, the main loop (runstate.c)."""
     if rs.runstate_is_running():
         rs.runstate_set(rs.RunState.SHUTDOWN)
-    cpus_cleanup()
+    if config.guest_model is not None:
+        from system.cpus import cpus_cleanup
+
+        cpus_cleanup()  # vm_shutdown's pause, then the threads are joined
     monitor_cleanup()
     qemu_chr_cleanup()
-    rcu_cleanup()
+    # the call_rcu thread exists only once something used RCU
+    rcu = sys.modules.get("util.rcu")
+    if rcu is not None:
+        rcu.rcu_cleanup()
     qemu_main_loop_cleanup()
     if config.traces:
         from util.trace_chrome import trace_output_close

@@ -23,7 +23,7 @@ from system.accel_model import GuestModel, x_model_init_vcpus
 from system.cpus import (
     cpus_cleanup,
     pause_all_vcpus,
-    qmp_query_cpus_fast,
+    query_cpus_fast,
     resume_all_vcpus,
 )
 from system.cpus_common import (
@@ -60,7 +60,9 @@ def events(monkeypatch: pytest.MonkeyPatch) -> Events:
 def vcpus(main_loop: MainLoop, events: Events) -> Iterator[list[CPUState]]:
     """Four vCPUs of a busy guest, running; joined at the end."""
     cpu_globals_reset()
-    rs.runstate_init(autostart=True)
+    state = rs.runstate_init(autostart=True)
+    state.pause_all_vcpus = pause_all_vcpus
+    state.resume_all_vcpus = resume_all_vcpus
     try:
         x_model_init_vcpus(BUSY, 4)
         rs.vm_start()
@@ -77,7 +79,7 @@ def test_vcpus_are_created_named_and_listed(vcpus: list[CPUState]) -> None:
     assert [cpu.created for cpu in vcpus] == [True] * 4
     names = [cpu.thread.name for cpu in vcpus if cpu.thread is not None]
     assert names == ["CPU 0/TCG", "CPU 1/TCG", "CPU 2/TCG", "CPU 3/TCG"]
-    info = qmp_query_cpus_fast()
+    info = query_cpus_fast()
     assert [c["cpu-index"] for c in info] == [0, 1, 2, 3]
     assert [c["thread-id"] for c in info] == [cpu.thread.native_id for cpu in vcpus if cpu.thread]
     assert all(os.path.isdir(f"/proc/self/task/{c['thread-id']}") for c in info)
@@ -202,3 +204,61 @@ def test_machine_none_refuses_more_than_one_cpu(target: str) -> None:
     assert proc.returncode == 1
     msg = proc.stderr.split(": ", 1)[1]
     assert msg == "Invalid SMP CPUs 4. The max CPUs supported by machine 'none' is 1\n"
+
+
+def _hmp(qmp_path: str, *lines: tuple[str, Any]) -> list[Any]:
+    """human-monitor-command for each (command line, cpu-index or None)."""
+    from qemu.qmp import ExecuteError, QMPClient
+
+    async def scenario() -> list[Any]:
+        qmp = QMPClient("test-hmp-cpus")
+        await qmp.connect(qmp_path)
+        out: list[Any] = []
+        try:
+            for line, cpu_index in lines:
+                args: dict[str, Any] = {"command-line": line}
+                if cpu_index is not None:
+                    args["cpu-index"] = cpu_index
+                try:
+                    out.append(await qmp.execute("human-monitor-command", args))
+                except ExecuteError as e:
+                    out.append(str(e))
+        finally:
+            await qmp.disconnect()
+        return out
+
+    return asyncio.run(scenario())
+
+
+def test_hmp_info_cpus_and_cpu_with_vcpus() -> None:
+    with launched("emu", ["-smp", "2", "-accel", "x-model"]) as inst:
+        (cpus,), _ = _qmp(inst.mon_path, "query-cpus-fast")
+        ids = [c["thread-id"] for c in cpus]
+        out = _hmp(
+            inst.mon_path,
+            ("info cpus", None),
+            ("info cpus", 1),
+            ("cpu 1", None),
+            ("cpu 2", None),
+            ("info status", 2),
+        )
+        assert out == [
+            f"* CPU #0: thread_id={ids[0]}\r\n  CPU #1: thread_id={ids[1]}\r\n",
+            f"  CPU #0: thread_id={ids[0]}\r\n* CPU #1: thread_id={ids[1]}\r\n",
+            "",
+            "invalid CPU index\r\n",
+            "Parameter 'cpu-index' expects a CPU number",
+        ]
+
+
+@pytest.mark.parametrize("target", [pytest.param("qemu", marks=pytest.mark.qemu), "emu"])
+def test_hmp_cpu_commands_without_cpus_match_qemu(target: str) -> None:
+    if target == "qemu" and shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    with launched(target) as inst:
+        out = _hmp(inst.mon_path, ("info cpus", None), ("cpu 0", None), ("cpu", None))
+    assert out == [
+        "",
+        "invalid CPU index\r\n",
+        'unexpected end of expression\r\nTry "help cpu" for more information\r\n',
+    ]
