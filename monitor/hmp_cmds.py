@@ -123,6 +123,24 @@ def hmp_system_powerdown(mon: Monitor, qdict: dict[str, Any]) -> None:
     qmp_call_errp_null("system_powerdown")
 
 
+def hmp_device_add(mon: Monitor, qdict: dict[str, Any]) -> None:
+    """``device_add driver[,prop=value][,...]``: the QMP command on the
+    options as a dictionary (QEMU parses them with QemuOpts, ``driver``
+    implied)."""
+    args: dict[str, Any] = {}
+    for i, item in enumerate(filter(None, qdict.get("device", "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq and i == 0:
+            key, value = "driver", item
+        args[key] = value
+    cmd = qmp_find_command(monitor_globals().qmp_commands, "device_add")
+    assert cmd is not None
+    try:
+        cmd.fn(args)
+    except QapiError as err:
+        hmp_handle_error(err)
+
+
 def hmp_info_status(mon: Monitor, qdict: dict[str, Any]) -> None:
     """``VM status: running`` or ``paused``, naming any other paused state."""
     info = qmp_call("query-status")
@@ -257,6 +275,13 @@ hmp_cmds = _sorted(
     HMPCommand("stop|s", "", "", "stop emulation", hmp_stop),
     HMPCommand("cont|c", "", "", "resume emulation", hmp_cont),
     HMPCommand("cpu", "index:i", "index", "set the default CPU", hmp_cpu),
+    HMPCommand(
+        "device_add",
+        "device:S?",
+        "driver[,prop=value][,...]",
+        "add device, like -device on the command line",
+        hmp_device_add,
+    ),
     HMPCommand("system_reset", "", "", "reset the system", hmp_system_reset),
     HMPCommand("system_powerdown", "", "", "send system power down event", hmp_system_powerdown),
     HMPCommand(

@@ -93,6 +93,7 @@ INFO_STATUS_HELP = "info status  -- show the current VM status (running|paused)\
 QEMU_HELP_LINES = [
     "cont|c  -- resume emulation",
     "cpu index -- set the default CPU",
+    "device_add driver[,prop=value][,...] -- add device, like -device on the command line",
     "exit_preconfig  -- exit the preconfig state",
     "help|? [cmd] -- show the help",
     "info [subcommand] -- show various information about the system state",

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -35,9 +36,10 @@ from system.cpus_common import (
     run_on_cpu,
 )
 from tests.integration.harness import launched
+from util.bugs import bugs_enable, bugs_reset
 from util.main_loop import MainLoop, bql_lock, bql_locked, bql_unlock
-from util.rcu import rcu_cleanup
-from util.thread import QemuEvent, qemu_thread_get_name
+from util.rcu import drain_call_rcu, rcu_cleanup
+from util.thread import QemuEvent, qemu_thread_create, qemu_thread_get_name
 
 BUSY = GuestModel(exit_rate=2000, exit_cost=50, rcu_section=True)
 
@@ -56,23 +58,30 @@ def events(monkeypatch: pytest.MonkeyPatch) -> Events:
     return sent
 
 
-@pytest.fixture
-def vcpus(main_loop: MainLoop, events: Events) -> Iterator[list[CPUState]]:
-    """Four vCPUs of a busy guest, running; joined at the end."""
+@contextmanager
+def running_vcpus(model: GuestModel, n: int) -> Iterator[list[CPUState]]:
+    """``n`` vCPUs running ``model``, the VM started; joined at the end."""
     cpu_globals_reset()
     state = rs.runstate_init(autostart=True)
     state.pause_all_vcpus = pause_all_vcpus
     state.resume_all_vcpus = resume_all_vcpus
     try:
-        x_model_init_vcpus(BUSY, 4)
+        x_model_init_vcpus(model, n)
         rs.vm_start()
-        events.clear()
         yield cpu_globals().cpus
     finally:
         rs.runstate_set(rs.RunState.SHUTDOWN)
         cpus_cleanup()
         rcu_cleanup()
         cpu_globals_reset()
+
+
+@pytest.fixture
+def vcpus(main_loop: MainLoop, events: Events) -> Iterator[list[CPUState]]:
+    """Four vCPUs of a busy guest, running."""
+    with running_vcpus(BUSY, 4) as cpus:
+        events.clear()
+        yield cpus
 
 
 def test_vcpus_are_created_named_and_listed(vcpus: list[CPUState]) -> None:
@@ -262,3 +271,59 @@ def test_hmp_cpu_commands_without_cpus_match_qemu(target: str) -> None:
         "invalid CPU index\r\n",
         'unexpected end of expression\r\nTry "help cpu" for more information\r\n',
     ]
+
+
+# ---------------------------------------------------------------- bugs.md 24
+
+
+def _drain_in_thread() -> tuple[QemuEvent, Any]:
+    done = QemuEvent(name="drained")
+
+    def drain() -> None:
+        drain_call_rcu()
+        done.set()
+
+    return done, qemu_thread_create("drainer", drain)
+
+
+def _wait_without_bql(event: QemuEvent, timeout: float) -> bool:
+    """Wait with the BQL dropped: the vCPUs and the RCU callbacks need it."""
+    bql_unlock()
+    try:
+        return event.wait(timeout)
+    finally:
+        bql_lock()
+
+
+def test_drain_call_rcu_forces_busy_vcpus_out_of_their_section(
+    main_loop: MainLoop, events: Events
+) -> None:
+    """The fix: each vCPU's force_rcu notifier kicks it out of cpu_exec."""
+    with running_vcpus(BUSY, 2):
+        done, thread = _drain_in_thread()
+        assert _wait_without_bql(done, 10)
+        thread.join(10)
+
+
+def test_bug_24_drain_waits_for_a_busy_vcpu_until_stop(main_loop: MainLoop, events: Events) -> None:
+    """With ``vcpu_holds_rcu_read_lock`` the drain waits for as long as the
+    guest runs; ``stop`` (the reporter's workaround) lets it finish."""
+    bugs_enable(["vcpu_holds_rcu_read_lock"])
+    try:
+        with running_vcpus(BUSY, 2):
+            done, thread = _drain_in_thread()
+            assert not _wait_without_bql(done, 0.5)
+            rs.qmp_stop()
+            assert _wait_without_bql(done, 10)
+            thread.join(10)
+    finally:
+        bugs_reset()
+
+
+def test_device_add_against_busy_vcpus_fails_promptly() -> None:
+    """bugs.md 24's observation, fixed: device_add returns its error while
+    the vCPUs run inside their RCU read-side sections."""
+    args = ["-smp", "2", "-accel", "x-model,exit-rate=2000,exit-cost=50,rcu-section=on"]
+    with launched("emu", args) as inst:
+        out = _hmp(inst.mon_path, ("device_add", None), ("info status", None))
+        assert out == ["Error: Parameter 'driver' is missing\r\n", "VM status: running\r\n"]
