@@ -39,6 +39,7 @@ from tests.integration.harness import launched
 from util.bugs import bugs_enable, bugs_reset
 from util.main_loop import MainLoop, bql_lock, bql_locked, bql_unlock
 from util.rcu import drain_call_rcu, rcu_cleanup
+from util.sched import SCHED, Strategy
 from util.thread import QemuEvent, qemu_thread_create, qemu_thread_get_name
 
 BUSY = GuestModel(exit_rate=2000, exit_cost=50, rcu_section=True)
@@ -327,3 +328,25 @@ def test_device_add_against_busy_vcpus_fails_promptly() -> None:
     with launched("emu", args) as inst:
         out = _hmp(inst.mon_path, ("device_add", None), ("info status", None))
         assert out == ["Error: Parameter 'driver' is missing\r\n", "VM status: running\r\n"]
+
+
+@pytest.mark.parametrize("bug", [False, True], ids=["fixed", "vcpu_holds_rcu_read_lock"])
+def test_bug_24_under_the_explorer(main_loop: MainLoop, events: Events, bug: bool) -> None:
+    """The same scenario with the baton scheduler: one thread at a time,
+    virtual time, so the half second the drain waits in vain costs nothing
+    and the run is the same every time."""
+    if bug:
+        bugs_enable(["vcpu_holds_rcu_read_lock"])
+    failures: list[str] = []
+    SCHED.start(Strategy(), on_failure=failures.append)
+    try:
+        with running_vcpus(BUSY, 2):
+            done, thread = _drain_in_thread()
+            assert _wait_without_bql(done, 0.5) is not bug
+            rs.qmp_stop()
+            assert _wait_without_bql(done, 10)
+            thread.join()
+    finally:
+        SCHED.stop()
+        bugs_reset()
+    assert failures == []
