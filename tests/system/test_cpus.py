@@ -201,19 +201,51 @@ def test_machine_none_has_no_cpus_by_default(target: str) -> None:
         assert replies == [[]]
 
 
-@pytest.mark.parametrize("target", [pytest.param("qemu", marks=pytest.mark.qemu), "emu"])
-def test_machine_none_refuses_more_than_one_cpu(target: str) -> None:
+def _start_error(target: str, args: list[str]) -> str:
+    """What ``target`` prints when it refuses ``args`` (without its name)."""
     if target == "qemu":
         if shutil.which("qemu-system-x86_64") is None:
             pytest.skip("qemu-system-x86_64 is not installed")
         argv = ["qemu-system-x86_64"]
     else:
         argv = [sys.executable, "-m", "system"]
-    argv += ["-machine", "none", "-nodefaults", "-display", "none", "-smp", "4"]
+    argv += ["-machine", "none", "-nodefaults", "-display", "none", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 1
-    msg = proc.stderr.split(": ", 1)[1]
-    assert msg == "Invalid SMP CPUs 4. The max CPUs supported by machine 'none' is 1\n"
+    return proc.stderr.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("target", [pytest.param("qemu", marks=pytest.mark.qemu), "emu"])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["-smp", "4"], "Invalid SMP CPUs 4. The max CPUs supported by machine 'none' is 1\n"),
+        (["-smp", "cpus=2"], "Invalid SMP CPUs 2. The max CPUs supported by machine 'none' is 1\n"),
+        (["-smp", "x"], "Parameter 'smp.cpus' expects integer\n"),
+        (["-smp", "foo=1"], "Parameter 'smp.foo' is unexpected\n"),
+        (["-accel", "x-none"], "-accel x-none: invalid accelerator x-none\n"),
+    ],
+)
+def test_smp_and_accel_errors_match_qemu(target: str, args: list[str], error: str) -> None:
+    assert _start_error(target, args) == error
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["-smp", "65", "-accel", "x-model"],
+            "Invalid SMP CPUs 65. The max CPUs supported by machine 'none' is 64\n",
+        ),
+        (
+            ["-smp", "cores=2"],
+            "-smp cores=2: Parameter 'smp.cores' is not emulated: only cpus is\n",
+        ),
+        (["-accel", "x-model,bogus=1"], "-accel x-model,bogus=1: Invalid parameter 'bogus'\n"),
+    ],
+)
+def test_emulator_only_limits_of_smp_and_x_model(args: list[str], error: str) -> None:
+    assert _start_error("emu", args) == error
 
 
 def _hmp(qmp_path: str, *lines: tuple[str, Any]) -> list[Any]:
