@@ -37,6 +37,7 @@ from system.cpus_common import (
 )
 from tests.integration.harness import launched
 from util.bugs import bugs_enable, bugs_reset
+from util.lockdep import lockdep_edges
 from util.main_loop import MainLoop, bql_lock, bql_locked, bql_unlock
 from util.rcu import drain_call_rcu, rcu_cleanup
 from util.sched import SCHED, Strategy
@@ -143,6 +144,20 @@ def test_stop_and_cont_order_the_events_after_the_handshake(
     # STOP once all are parked; RESUME (vm_prepare_start) before the release
     assert events == [("STOP", True), ("RESUME", True)]
     assert not any(cpu.stopped for cpu in vcpus)
+
+
+def test_lockdep_ranks_the_vcpu_locks_under_the_bql(main_loop: MainLoop, events: Events) -> None:
+    """A vCPU takes its work mutex with the BQL, a force_rcu notifier with
+    rcu_registry_lock: both edges are seen and in the declared order."""
+    with running_vcpus(BUSY, 2) as cpus:
+        run_on_cpu(cpus[0], lambda cpu, data: None)
+        done, thread = _drain_in_thread()
+        assert _wait_without_bql(done, 10)
+        thread.join(10)
+    edges = lockdep_edges()
+    assert ("BQL", "cpu_work_mutex") in edges
+    assert ("rcu_registry_lock", "cpu_work_mutex") in edges
+    assert ("rcu_sync_lock", "rcu_registry_lock") in edges
 
 
 # ---------------------------------------------------------------- processes
