@@ -16,6 +16,7 @@ by consuming a chunk only up to the first line end.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, Optional
 
@@ -63,6 +64,7 @@ MAX_ARGS = 16
 #: get_str() keeps at most this many characters of a word (buf[1024])
 _STR_MAX = 1023
 _ISSPACE = frozenset(" \t\n\v\f\r")
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
 
 def qemu_version_string() -> str:
@@ -271,12 +273,58 @@ def _key_get_info(typestr: str, tpos: int) -> tuple[Optional[str], int]:
 _STRING_EXPECTED = {"F": "filename expected", "B": "block device name expected"}
 
 
+def _expr_unary(text: str, pos: int) -> tuple[int, int]:
+    """A number (C's strtoull base 0), a signed term or a parenthesised sum."""
+    pos = _skip_spaces(text, pos)
+    if pos == len(text):
+        raise ValueError("unexpected end of expression")
+    c = text[pos]
+    if c in "+-":
+        val, pos = _expr_unary(text, pos + 1)
+        return (-val if c == "-" else val) & (2**64 - 1), pos
+    if c == "(":
+        val, pos = _expr_sum(text, pos + 1)
+        pos = _skip_spaces(text, pos)
+        if text[pos : pos + 1] != ")":
+            raise ValueError("')' expected")
+        return val, pos + 1
+    m = _NUMBER.match(text, pos)
+    if m is None:
+        raise ValueError(f"invalid char '{c}' in expression")
+    digits = m.group(0)
+    if digits.lower().startswith("0x"):
+        return int(digits, 16), m.end()
+    return int(digits, 8 if digits.startswith("0") and len(digits) > 1 else 10), m.end()
+
+
+def _expr_sum(text: str, pos: int) -> tuple[int, int]:
+    val, pos = _expr_unary(text, pos)
+    while True:
+        pos = _skip_spaces(text, pos)
+        op = text[pos : pos + 1]
+        if op not in ("+", "-") or not op:
+            return val, pos
+        rhs, pos = _expr_unary(text, pos + 1)
+        val = (val + rhs if op == "+" else val - rhs) & (2**64 - 1)
+
+
+def get_expr(text: str, pos: int) -> tuple[int, int, Optional[str]]:
+    """An integer expression at ``pos`` (monitor/hmp.c's get_expr, sums only):
+    (value as an unsigned 64-bit number, end, error message or None)."""
+    try:
+        val, end = _expr_sum(text, pos)
+    except ValueError as e:
+        return 0, pos, str(e)
+    return val, end, None
+
+
 def monitor_parse_arguments(
     mon: Monitor, cmdline: str, pos: int, cmd: HMPCommand
 ) -> Optional[dict[str, Any]]:
     """Parse the arguments after the command name by ``cmd.args_type``.
 
-    Types: ``s``/``F``/``B`` one word, ``S`` the rest of the line; a
+    Types: ``s``/``F``/``B`` one word, ``S`` the rest of the line, ``i`` a
+    32-bit integer expression; a
     trailing ``?`` makes the argument optional (absent from the result when
     missing).  Errors are printed and give None.
     """
@@ -302,6 +350,16 @@ def monitor_parse_arguments(
                 monitor_printf(mon, f"{cmd.name}: {expected}\n")
                 return None
             qdict[key] = word
+        elif c == "i":
+            if optional and pos == len(cmdline):
+                continue
+            val, pos, err = get_expr(cmdline, pos)
+            if err is None and val >> 32:
+                err = f"'{cmd.name}' has failed: integer is for 32-bit values"
+            if err is not None:
+                monitor_printf(mon, err + "\n")
+                return None
+            qdict[key] = val
         elif c == "S":
             if optional and pos == len(cmdline):
                 continue

@@ -123,6 +123,24 @@ def hmp_system_powerdown(mon: Monitor, qdict: dict[str, Any]) -> None:
     qmp_call_errp_null("system_powerdown")
 
 
+def hmp_device_add(mon: Monitor, qdict: dict[str, Any]) -> None:
+    """``device_add driver[,prop=value][,...]``: the QMP command on the
+    options as a dictionary (QEMU parses them with QemuOpts, ``driver``
+    implied)."""
+    args: dict[str, Any] = {}
+    for i, item in enumerate(filter(None, qdict.get("device", "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq and i == 0:
+            key, value = "driver", item
+        args[key] = value
+    cmd = qmp_find_command(monitor_globals().qmp_commands, "device_add")
+    assert cmd is not None
+    try:
+        cmd.fn(args)
+    except QapiError as err:
+        hmp_handle_error(err)
+
+
 def hmp_info_status(mon: Monitor, qdict: dict[str, Any]) -> None:
     """``VM status: running`` or ``paused``, naming any other paused state."""
     info = qmp_call("query-status")
@@ -178,6 +196,48 @@ def hmp_info_monitors(mon: Monitor, qdict: dict[str, Any]) -> None:
     monitor_printf(mon, "".join(lines))
 
 
+def monitor_set_cpu(mon: Monitor, cpu_index: int) -> bool:
+    """Make CPU ``cpu_index`` the monitor's current one; False if none has it.
+
+    CPUs are found through ``query-cpus-fast``, as ``info cpus`` finds them:
+    monitor/ does not reach into system/.
+    """
+    for cpu in qmp_call("query-cpus-fast"):
+        if cpu["cpu-index"] == cpu_index:
+            mon.mon_cpu_path = cpu["qom-path"]
+            return True
+    return False
+
+
+def monitor_get_cpu_index(mon: Monitor) -> Optional[int]:
+    """The current CPU's index; the first CPU when none is set or it is gone."""
+    cpus = qmp_call("query-cpus-fast")
+    for cpu in cpus:
+        if cpu["qom-path"] == mon.mon_cpu_path:
+            return int(cpu["cpu-index"])
+    if not cpus:
+        return None
+    mon.mon_cpu_path = cpus[0]["qom-path"]
+    return int(cpus[0]["cpu-index"])
+
+
+def hmp_cpu(mon: Monitor, qdict: dict[str, Any]) -> None:
+    if not monitor_set_cpu(mon, qdict["index"]):
+        monitor_printf(mon, "invalid CPU index\n")
+
+
+def hmp_info_cpus(mon: Monitor, qdict: dict[str, Any]) -> None:
+    """One line per vCPU, ``*`` marking the monitor's current one."""
+    cpus = qmp_call("query-cpus-fast")
+    current = monitor_get_cpu_index(mon)
+    lines = [
+        f"{'*' if cpu['cpu-index'] == current else ' '} CPU #{cpu['cpu-index']}: "
+        f"thread_id={cpu['thread-id']}\n"
+        for cpu in cpus
+    ]
+    monitor_printf(mon, "".join(lines))
+
+
 def _sorted(*cmds: HMPCommand) -> tuple[HMPCommand, ...]:
     """QEMU sorts both tables by name at start-up (sortcmdlist); ``help``
     and completion list them in that order."""
@@ -186,6 +246,7 @@ def _sorted(*cmds: HMPCommand) -> tuple[HMPCommand, ...]:
 
 hmp_info_cmds = _sorted(
     HMPCommand("chardev", "", "", "show the character devices", hmp_info_chardev, flags="p"),
+    HMPCommand("cpus", "", "", "show infos for each CPU", hmp_info_cpus),
     HMPCommand("history", "", "", "show the command line history", hmp_info_history, flags="p"),
     HMPCommand(
         "monitors",
@@ -213,6 +274,14 @@ hmp_cmds = _sorted(
     HMPCommand("exit_preconfig", "", "", "exit the preconfig state", hmp_exit_preconfig, flags="p"),
     HMPCommand("stop|s", "", "", "stop emulation", hmp_stop),
     HMPCommand("cont|c", "", "", "resume emulation", hmp_cont),
+    HMPCommand("cpu", "index:i", "index", "set the default CPU", hmp_cpu),
+    HMPCommand(
+        "device_add",
+        "device:S?",
+        "driver[,prop=value][,...]",
+        "add device, like -device on the command line",
+        hmp_device_add,
+    ),
     HMPCommand("system_reset", "", "", "reset the system", hmp_system_reset),
     HMPCommand("system_powerdown", "", "", "send system power down event", hmp_system_powerdown),
     HMPCommand(

@@ -64,6 +64,8 @@ class Monitor:
         #: hotplug: set under monitor_lock when monitor-remove unlinks it;
         #: read by the dispatcher without it
         self.dead: QAtomic[bool] = QAtomic(False, "dead")
+        #: the QOM path of the monitor's current CPU (HMP ``cpu``), BQL
+        self.mon_cpu_path: Optional[str] = None
 
     @property
     def name(self) -> str:

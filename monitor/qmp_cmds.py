@@ -88,16 +88,18 @@ def qmp_human_monitor_command(command_line: str, cpu_index: Optional[int]) -> st
 
     The scratch monitor has no chardev and never flushes, so the output
     collects in its buffer, line ends already CRLF; a command that prints
-    nothing gives "".  ``-machine none`` has no CPUs, so any ``cpu-index``
-    is refused.  HMP's parser and command table are imported here, on first
-    use: a start-up without human monitors does not load them.
+    nothing gives "".  A ``cpu-index`` no vCPU has is refused (``-machine
+    none`` has none without ``-accel x-model``).  HMP's parser and command
+    table are imported here, on first use: a start-up without human monitors
+    does not load them.
     """
     from monitor.hmp import handle_hmp_command
+    from monitor.hmp_cmds import monitor_set_cpu
 
     hmp = MonitorHMP(use_readline=False, skip_flush=True)
     monitor_data_init(hmp)
     try:
-        if cpu_index is not None:
+        if cpu_index is not None and not monitor_set_cpu(hmp, cpu_index):
             raise error_setg("Parameter '%s' expects %s", "cpu-index", "a CPU number")
         handle_hmp_command(hmp, command_line)
         with hmp.mon_lock:

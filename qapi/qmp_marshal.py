@@ -146,7 +146,7 @@ def _inspect_params(handler: Handler) -> tuple[list[str], int, list[str], bool]:
 def _check_signature(cmd: Command, handler: Handler) -> None:
     found = _code_params(handler)
     positional, posonly, kwonly, variadic = found or _inspect_params(handler)
-    if cmd.boxed:
+    if cmd.boxed or not cmd.gen:
         if len(positional) != 1 or kwonly or variadic:
             import inspect  # only to describe the mistake
 
@@ -174,6 +174,9 @@ def qmp_marshal(cmd: Command, handler: Handler) -> QmpCommandFunc:
     )
 
     def marshal(args: dict[str, Any]) -> Any:
+        if not cmd.gen:
+            handler(args)  # the QDict as it came ('gen': false returns nothing)
+            return None
         visited = qmp_input_command_args(cmd, args) if args or visit_empty else {}
         if cmd.boxed:
             ret = handler(visited)

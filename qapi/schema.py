@@ -205,11 +205,15 @@ class Command:
         coroutine: bool = False,
         success_response: bool = True,
         features: Optional[list[str]] = None,
+        gen: bool = True,
     ) -> None:
         self.name = name
         self.arg_type = arg_type
         self.ret_type = ret_type
         self.boxed = boxed
+        #: False: the handler gets the raw arguments and checks them itself
+        #: ('gen': false, as device_add)
+        self.gen = gen
         self.allow_oob = allow_oob
         self.allow_preconfig = allow_preconfig
         self.coroutine = coroutine
@@ -555,6 +559,7 @@ class _Builder:
             coroutine=expr.get("coroutine", False),
             success_response=expr.get("success-response", True),
             features=_features(expr),
+            gen=expr.get("gen", True),
         )
         if cmd.allow_oob and cmd.coroutine:
             raise QAPISemError(f"'{name}': 'allow-oob' and 'coroutine' are incompatible")

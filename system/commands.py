@@ -16,6 +16,7 @@ import monitor.qmp_cmds
 import monitor.qmp_cmds_control
 import system.machine
 import system.migration
+import system.qdev_monitor
 import system.runstate
 from monitor.monitor_internal import MonitorGlobals
 from qapi.qmp_marshal import qmp_collect_handlers, qmp_init_marshal
@@ -30,6 +31,7 @@ HANDLER_PROVIDERS = (
     system.runstate,
     system.machine,
     system.migration,
+    system.qdev_monitor,
 )
 
 

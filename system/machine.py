@@ -50,6 +50,14 @@ def qmp_query_kvm() -> dict[str, Any]:
     return {"enabled": False, "present": True}
 
 
+def qmp_query_cpus_fast() -> list[dict[str, Any]]:
+    """The vCPUs (none without -accel x-model); system/cpus.py is loaded on
+    first use, so a start-up without vCPUs does not pay for it."""
+    from system.cpus import query_cpus_fast
+
+    return query_cpus_fast()
+
+
 def qmp_query_iothreads() -> list[dict[str, Any]]:
     """User-created IOThreads only; the monitor's own is internal."""
     return []

@@ -8,7 +8,7 @@ reply and its SHUTDOWN event may come in either order.
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from monitor.monitor import qapi_event_send
 from qapi.error import error_setg
@@ -78,6 +78,16 @@ class RunStateGlobals:
         self.autostart = autostart
         #: the signal that asked for shutdown, reported when acted on
         self.shutdown_signal: Optional[int] = None
+        #: creates the vCPUs when the machine is initialised (qemu_init_board)
+        self.board_init: Optional[Callable[[], None]] = None
+        #: system/cpus.py's handshakes once there are vCPUs; without any,
+        #: QEMU's loops over no CPU, and the module is not even loaded
+        self.pause_all_vcpus: Callable[[], None] = _no_vcpus
+        self.resume_all_vcpus: Callable[[], None] = _no_vcpus
+
+
+def _no_vcpus() -> None:
+    """pause_all_vcpus / resume_all_vcpus of a machine without vCPUs."""
 
 
 class _Current:
@@ -127,12 +137,17 @@ def runstate_set(new: RunState) -> None:
 
 @requires_bql
 def vm_stop(state: RunState) -> None:
-    """Stop the VM: STOP is sent before the caller replies (do_vm_stop)."""
+    """Stop the VM: STOP is sent before the caller replies (do_vm_stop).
+
+    STOP goes out only once every vCPU has parked: pause_all_vcpus waits
+    for them with the BQL dropped.
+    """
     if not runstate_is_running():
         runstate_set(state)
         return
     cpu_disable_ticks()
     runstate_set(state)
+    runstate().pause_all_vcpus()
     qapi_event_send("STOP")
 
 
@@ -144,6 +159,8 @@ def vm_start() -> None:
     cpu_enable_ticks()
     qapi_event_send("RESUME")
     runstate_set(RunState.RUNNING)
+    # vm_start: RESUME (vm_prepare_start) comes before the vCPUs are released
+    runstate().resume_all_vcpus()
 
 
 def qemu_system_shutdown_request(cause: ShutdownCause) -> None:
@@ -253,6 +270,9 @@ def qmp_x_exit_preconfig() -> None:
 
 def qemu_machine_creation_done() -> None:
     """Finish the machine (qmp_x_exit_preconfig / qemu_init's tail)."""
+    board_init = runstate().board_init
+    if board_init is not None:
+        board_init()
     phase_advance(MachinePhase.MACHINE_INITIALIZED)
     phase_advance(MachinePhase.MACHINE_READY)
     if runstate().autostart:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from chardev.char import (
     Chardev,
@@ -53,6 +53,9 @@ from util.qemu_option import (
 )
 from util.trace import trace_enable_events, trace_list_events
 
+if TYPE_CHECKING:
+    from system.accel_model import GuestModel
+
 #: option name -> takes an argument (the subset of qemu-options.hx emulated)
 QEMU_OPTIONS: dict[str, bool] = {
     "chardev": True,
@@ -63,6 +66,8 @@ QEMU_OPTIONS: dict[str, bool] = {
     "nodefaults": False,
     "machine": True,
     "M": True,
+    "smp": True,
+    "accel": True,
     "display": True,
     "name": True,
     "S": False,
@@ -93,6 +98,16 @@ monitor threading model. Options take QEMU's syntax:
 -monitor dev                  an HMP monitor on dev (stdio, mon:stdio, ...)
 -nodefaults                   no default monitors
 -machine none / -M none       the only machine emulated
+-smp [cpus=]n                 the number of vCPUs (default 1); -machine none has
+                              none unless -accel x-model gives it a guest
+-accel tcg                    QEMU's default accelerator (no vCPUs here)
+-accel x-model[,exit-rate=R][,exit-cost=C][,rcu-section=on|off]
+                              emulator only: a guest model on -smp vCPU threads
+                              ("CPU n/TCG"); each makes R I/O exits per second
+                              of guest time (0, the default: an idle guest),
+                              each holding the BQL for C microseconds; with
+                              rcu-section=on the guest runs inside an RCU
+                              read-side section, as TCG's cpu_exec does
 -display none                 the only display emulated
 -name string                  set the name reported by query-name
 -S                            do not start the VM (query-status: prelaunch)
@@ -169,6 +184,10 @@ class VlConfig:
         self.daemonize = False
         self.traces: list[tuple[str, str]] = []
         self.default_qmp_path: Optional[str] = None
+        #: -smp cpus (QEMU's default is 1)
+        self.smp_cpus = 1
+        #: -accel x-model's guest model; None: no vCPUs, as -machine none
+        self.guest_model: Optional[GuestModel] = None
 
 
 def lookup_opt(argv: list[str], i: int) -> tuple[str, Optional[str], int]:
@@ -237,6 +256,48 @@ def _check_machine(optarg: str, loc: str) -> None:
         raise VlError(loc, f"machine '{machine}' is not emulated: only -machine none is")
 
 
+#: SMPConfiguration members the emulator does not model
+_SMP_TOPOLOGY = ("sockets", "dies", "clusters", "cores", "threads", "maxcpus")
+
+
+def smp_parse(optarg: str, loc: str) -> int:
+    """-smp [cpus=]N: the number of vCPUs (machine_parse_smp_config)."""
+    cpus = 1
+    for i, item in enumerate(optarg.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq and i == 0:
+            key, value = "cpus", item
+        if key in _SMP_TOPOLOGY:
+            raise VlError(loc, f"Parameter 'smp.{key}' is not emulated: only cpus is")
+        if key != "cpus":
+            raise VlError("", f"Parameter 'smp.{key}' is unexpected")
+        if not value.isdigit():
+            raise VlError("", "Parameter 'smp.cpus' expects integer")
+        cpus = int(value)
+    if cpus == 0:
+        warn_report(
+            "Deprecated CPU topology (considered invalid): "
+            "CPU topology parameters must be greater than zero"
+        )
+        cpus = 1
+    return cpus
+
+
+def _check_smp(config: VlConfig) -> None:
+    """-machine none has at most one CPU; the guest model lifts the limit."""
+    max_cpus = 1
+    if config.guest_model is not None:
+        from system.accel_model import X_MODEL_MAX_CPUS
+
+        max_cpus = X_MODEL_MAX_CPUS
+    if config.smp_cpus > max_cpus:
+        raise VlError(
+            "",
+            f"Invalid SMP CPUs {config.smp_cpus}. "
+            f"The max CPUs supported by machine 'none' is {max_cpus}",
+        )
+
+
 def qemu_parse_args(argv: list[str]) -> VlConfig:
     """Parse ``argv`` (without the program name) as QEMU does."""
     config = VlConfig()
@@ -286,6 +347,17 @@ def _apply_option_arg(config: VlConfig, name: str, optarg: str, loc: str) -> Non
         monitor_parse(config, optarg, "readline", False, loc)
     elif name in ("machine", "M"):
         _check_machine(optarg, loc)
+    elif name == "smp":
+        config.smp_cpus = smp_parse(optarg, loc)
+    elif name == "accel":
+        # the guest model is loaded only when asked for
+        from system.accel_model import guest_model_from_opts, qemu_accel_opts
+
+        opts = _parse_group(config, qemu_accel_opts(), optarg, loc)
+        try:
+            config.guest_model = guest_model_from_opts(opts)
+        except ValueError as e:
+            raise VlError(loc, str(e)) from None
     elif name == "display":
         if optarg.split(",", 1)[0] != "none":
             raise VlError("", f"Display '{optarg.split(',', 1)[0]}' is not available.")
@@ -351,9 +423,12 @@ def configure_traces(config: VlConfig) -> None:
 def qemu_init(config: VlConfig) -> None:
     """Everything before the main loop, in vl.c's order."""
     configure_traces(config)
+    _check_smp(config)
     qemu_init_main_loop()
     state = rs.runstate_init(config.autostart)
     machine_init(config.name)
+    if config.guest_model is not None:
+        _init_guest_model(state, config.guest_model, config.smp_cpus)
     g = monitor_init_globals(qapi_schema(), lambda: rs.phase_check(rs.MachinePhase.MACHINE_READY))
     g.runstate_is_running = rs.runstate_is_running
     qmp_init_commands(g)
@@ -371,6 +446,16 @@ def qemu_init(config: VlConfig) -> None:
     if not config.preconfig:
         rs.qemu_machine_creation_done()
     assert state is rs.runstate()
+
+
+def _init_guest_model(state: rs.RunStateGlobals, model: GuestModel, ncpus: int) -> None:
+    """-accel x-model: vCPUs at board init, and the run-state handshakes."""
+    from system.accel_model import x_model_init_vcpus
+    from system.cpus import pause_all_vcpus, resume_all_vcpus
+
+    state.board_init = lambda: x_model_init_vcpus(model, ncpus)
+    state.pause_all_vcpus = pause_all_vcpus
+    state.resume_all_vcpus = resume_all_vcpus
 
 
 def _mux_monitor_init_hmp(chr: Chardev) -> object:
@@ -406,8 +491,16 @@ def qemu_cleanup(config: VlConfig) -> None:
     """Stop the VM, the monitors, the chardevs, the main loop (runstate.c)."""
     if rs.runstate_is_running():
         rs.runstate_set(rs.RunState.SHUTDOWN)
+    if config.guest_model is not None:
+        from system.cpus import cpus_cleanup
+
+        cpus_cleanup()  # vm_shutdown's pause, then the threads are joined
     monitor_cleanup()
     qemu_chr_cleanup()
+    # the call_rcu thread exists only once something used RCU
+    rcu = sys.modules.get("util.rcu")
+    if rcu is not None:
+        rcu.rcu_cleanup()
     qemu_main_loop_cleanup()
     if config.traces:
         from util.trace_chrome import trace_output_close

@@ -89,6 +89,13 @@ def qatomic_fetch_dec(cell: QAtomic[int]) -> int:
     return old
 
 
+def qatomic_sub(cell: QAtomic[int], n: int) -> None:
+    if SCHED.active:
+        sched_point("qatomic_sub", cell)
+    with cell._lock:
+        cell.value -= n
+
+
 def qatomic_inc_fetch(cell: QAtomic[int]) -> int:
     return qatomic_fetch_inc(cell) + 1
 

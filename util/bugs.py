@@ -236,7 +236,8 @@ CATALOG: tuple[BugEntry, ...] = (
         24,
         "Monitor device_add against a vCPU holding an RCU read lock",
         "2021",
-        "fix unverified",
+        "Greg Kurz, 'rcu: Introduce force_rcu notifier' and 'accel/tcg: Register a "
+        "force_rcu notifier' (20211109183523.47726-3-groug@kaod.org, gitlab #650)",
         "the monitor hangs",
     ),
 )
@@ -254,6 +255,18 @@ def _declare(*switches: BugSwitch) -> None:
 
 _declare()
 
+# bugs.md 24 (system/accel_model.py): a busy vCPU inside cpu_exec's RCU
+# read-side section, and drain_call_rcu in device_add waiting for it
+_declare(
+    BugSwitch(
+        "vcpu_holds_rcu_read_lock",
+        24,
+        "system/accel_model.py mttcg_cpu_thread_fn",
+        "the vCPU's force_rcu notifier, which kicks it out of its read-side "
+        "section while drain_call_rcu waits",
+    ),
+)
+
 
 class _Bugs:
     """The switches as attributes, so a branch costs one attribute test.
@@ -263,6 +276,9 @@ class _Bugs:
     """
 
     __slots__ = tuple(SWITCHES)
+
+    # each switch, for the type checker (the slots come from SWITCHES)
+    vcpu_holds_rcu_read_lock: bool
 
     def __init__(self) -> None:
         for name in SWITCHES:

@@ -32,9 +32,15 @@ from util.sched import SCHED
 #: A mux chardev takes its own write lock, then its base chardev's, so its
 #: class sits between the monitor's locks and chr_write_lock.  The leaves
 #: guard chardev bookkeeping and the yank registry and nest nothing.
+#: RCU's locks may be taken with the BQL held (synchronize_rcu); a force_rcu
+#: notifier queues work on a vCPU with rcu_registry_lock held.
 LOCK_RANKS: dict[str, int] = {
     "BQL": 1,
     "monitor_lock": 2,
+    "rcu_sync_lock": 2,
+    "rcu_thread_lock": 2,
+    "rcu_registry_lock": 3,
+    "cpu_work_mutex": 4,
     "qmp_queue_lock": 3,
     "mon_lock": 3,
     "mux_chr_write_lock": 4,

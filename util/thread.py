@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -38,6 +39,7 @@ from util.sched import (
     sched_event_wait,
     sched_mutex_lock,
     sched_point,
+    sched_sleep_ns,
     sched_thread_body,
     sched_thread_join,
     sched_thread_register,
@@ -284,6 +286,19 @@ class QemuThread:
 def qemu_thread_create(name: str, fn: Callable[..., Any], *args: Any) -> QemuThread:
     """Start ``fn(*args)`` in a new thread called ``name``."""
     return QemuThread(name, fn, *args)
+
+
+def g_usleep(us: int) -> None:
+    """Let ``us`` microseconds pass in the calling thread (glib's g_usleep).
+
+    QEMU sleeps where it polls with back-off (the RCU thread's batching) or
+    where work simply takes time (the guest model's I/O exits); under the
+    explorer the time is virtual and the sleeper is one more blocked actor.
+    """
+    if SCHED.active:
+        sched_sleep_ns(us * 1000)
+    else:
+        time.sleep(us / 1e6)
 
 
 def qemu_thread_get_name() -> str:

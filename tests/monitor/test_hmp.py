@@ -92,6 +92,8 @@ INFO_STATUS_HELP = "info status  -- show the current VM status (running|paused)\
 #: QEMU 7.2.22's ``help`` lines for the commands the emulator has, in its order
 QEMU_HELP_LINES = [
     "cont|c  -- resume emulation",
+    "cpu index -- set the default CPU",
+    "device_add driver[,prop=value][,...] -- add device, like -device on the command line",
     "exit_preconfig  -- exit the preconfig state",
     "help|? [cmd] -- show the help",
     "info [subcommand] -- show various information about the system state",
@@ -104,6 +106,7 @@ QEMU_HELP_LINES = [
 #: QEMU 7.2.22's ``info`` lines for the subcommands the emulator has
 QEMU_INFO_LINES = [
     "info chardev  -- show the character devices",
+    "info cpus  -- show infos for each CPU",
     "info history  -- show the command line history",
     "info name  -- show the current VM name",
     "info status  -- show the current VM status (running|paused)",
@@ -330,7 +333,11 @@ TRY = b'Try "help spy" for more information\r\n'
         ("file:F", "spy", b"spy|sp: filename expected\r\n"),
         ("dev:B", "spy", b"spy|sp: block device name expected\r\n"),
         ("rest:S", "spy  ", b"spy|sp: string expected\r\n"),
-        ("n:i", "spy 1", b"spy|sp: unknown type 'i'\r\n"),
+        ("n:l", "spy 1", b"spy|sp: unknown type 'l'\r\n"),
+        ("n:i", "spy", b"unexpected end of expression\r\n"),
+        ("n:i", "spy x", b"invalid char 'x' in expression\r\n"),
+        ("n:i", "spy -1", b"'spy|sp' has failed: integer is for 32-bit values\r\n"),
+        ("n:i", "spy (1", b"')' expected\r\n"),
         ("name:s", "spy a b", b"spy|sp: extraneous characters at the end of line\r\n"),
     ],
 )

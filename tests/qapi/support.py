@@ -69,7 +69,7 @@ def stand_in_handler(cmd: Command, calls: list[Call], result: Any = None) -> Cal
         calls.append((cmd.name, {"<boxed>": arg}))
         return None
 
-    if cmd.boxed:
+    if cmd.boxed or not cmd.gen:
         return boxed
     members = cmd.arg_type.members if cmd.arg_type else []
     kind = inspect.Parameter.KEYWORD_ONLY

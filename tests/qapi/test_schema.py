@@ -24,7 +24,7 @@ REQUIRED_COMMANDS = {
     "query-status", "stop", "cont", "system_reset", "system_powerdown", "quit",
     "human-monitor-command", "getfd", "closefd", "add-fd", "remove-fd", "query-fdsets",
     "migrate-pause", "yank", "query-yank", "query-kvm", "query-uuid", "query-iothreads",
-    "x-exit-preconfig",
+    "x-exit-preconfig", "query-cpus-fast", "device_add",
     # chardev
     "chardev-add", "chardev-remove", "query-chardev", "query-chardev-backends",
     "ringbuf-write", "ringbuf-read", "chardev-send-break",
