@@ -30,6 +30,12 @@ def _real_time_us() -> int:
     return time.time_ns() // 1000
 
 
+def qapi_event_timestamp(real_time_us: Callable[[], int] = _real_time_us) -> dict[str, int]:
+    """The ``timestamp`` member of an event (timestamp_put)."""
+    now = real_time_us()
+    return {"seconds": now // _USEC_PER_SEC, "microseconds": now % _USEC_PER_SEC}
+
+
 def qapi_event_build(
     schema: Schema,
     name: str,
@@ -46,11 +52,7 @@ def qapi_event_build(
     event = schema.lookup_event(name)
     if event.arg_type is None and data is not None:
         raise AssertionError(f"event {name} carries no data, got {data!r}")
-    now = real_time_us()
-    message: dict[str, Any] = {
-        "event": name,
-        "timestamp": {"seconds": now // _USEC_PER_SEC, "microseconds": now % _USEC_PER_SEC},
-    }
+    message: dict[str, Any] = {"event": name, "timestamp": qapi_event_timestamp(real_time_us)}
     if event.arg_type is not None:
         body = qobject_output_visit(event.arg_type, data if data is not None else {}, name)
         if body:

@@ -254,6 +254,44 @@ def _declare(*switches: BugSwitch) -> None:
 
 _declare()
 
+# Eras (issue 17): the fixes QEMU 2.12 lacked, as monitor/eras.py names them.
+_declare(
+    BugSwitch(
+        "current_monitor_per_thread",
+        8,
+        "monitor/monitor.py monitor_cur, monitor_set_cur",
+        "the current monitor is per coroutine (e69ee454b5f9), not per thread",
+    ),
+    BugSwitch(
+        "queue_full_drop_event",
+        16,
+        "monitor/qmp.py handle_qmp_command, monitor_qmp_dispatcher_co",
+        "with OOB a full queue suspends the monitor instead of dropping the "
+        "request with COMMAND_DROPPED (bf1e7301745a)",
+    ),
+    BugSwitch(
+        "report_inband_errors_immediately",
+        17,
+        "monitor/qmp.py handle_qmp_command",
+        "in-band parse and request-shape errors are queued, answered in order "
+        "(69240fe62d1a, 1cc37471525d)",
+    ),
+    BugSwitch(
+        "queue_replies_for_iothread",
+        18,
+        "monitor/qmp.py qmp_send_response_text",
+        "replies are written directly under mon_lock, not queued for a "
+        "responder BH in the I/O thread (abe3cd0ff7f7's queue, later removed)",
+    ),
+    BugSwitch(
+        "no_flush_at_cleanup",
+        18,
+        "monitor/monitor.py monitor_cleanup",
+        "cleanup flushes the response queues after stopping the I/O thread "
+        "(abe3cd0ff7f7); only with queue_replies_for_iothread",
+    ),
+)
+
 
 class _Bugs:
     """The switches as attributes, so a branch costs one attribute test.
