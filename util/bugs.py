@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 #: the environment variable that turns switches on (comma separated)
 BUGS_ENV = "QEMU_MONITOR_EMU_BUGS"
@@ -305,6 +305,11 @@ class _Bugs:
     def __init__(self) -> None:
         for name in SWITCHES:
             setattr(self, name, False)
+
+    if TYPE_CHECKING:
+        # the slots are made from SWITCHES, which mypy cannot see
+
+        def __getattr__(self, name: str) -> bool: ...
 
 
 #: the one object code reads: ``if BUG.no_resume_on_queue_clear:``
