@@ -582,6 +582,8 @@ def monitor_init(
         raise error_setg("'pretty' is not compatible with HMP monitors")
     if session_check:
         raise error_setg("'x-session-check' is not compatible with HMP monitors")
+    if x_oob:
+        raise error_setg("Monitor out-of-band is only supported by QMP")  # 2.12's text
     from monitor.hmp import monitor_init_hmp
 
     return monitor_init_hmp(chr, True, mon_id=mon_id)

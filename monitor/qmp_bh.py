@@ -56,6 +56,7 @@ from monitor.trace import (
 )
 from qapi.error import ErrorClass, QapiError, error_setg
 from qapi.json_streamer import JSONError
+from qapi.json_writer import qdict_keys
 from qapi.qmp_dispatch import qmp_error_response
 from util.aio import aio_bh_new, qemu_bh_delete, qemu_bh_schedule
 from util.bugs import BUG
@@ -114,11 +115,14 @@ def monitor_qmp_bh_dispatcher(g: MonitorGlobals) -> None:
 
 
 def qmp_check_request_2_12(mon: MonitorQMP, req: Any) -> bool:
-    """Check a request's shape as 2.12 did before queueing it; returns
-    whether it asks for out-of-band execution.  Raises QapiError."""
+    """Check a request's shape as 2.12 did before queueing it, members in
+    QDict order as qmp_dispatch_check_obj walked them; returns whether it
+    asks for out-of-band execution (qmp_is_oob: ``run-oob`` is true).
+    Raises QapiError."""
     if not isinstance(req, dict):
         raise error_setg("QMP input must be a JSON object")
-    for name, value in req.items():
+    for name in qdict_keys(req):
+        value = req[name]
         if name not in _MEMBERS_2_12:
             raise error_setg("QMP input member '%s' is unexpected", name)
         if name == "execute" and not isinstance(value, str):
@@ -126,7 +130,7 @@ def qmp_check_request_2_12(mon: MonitorQMP, req: Any) -> bool:
         if name == "arguments" and not isinstance(value, dict):
             raise error_setg("QMP input member 'arguments' must be an object")
         if name == "control" and not isinstance(value, dict):
-            raise error_setg("QMP input member 'control' must be an object")
+            raise error_setg("QMP input member 'control' must be a dict")
     if "execute" not in req:
         raise error_setg("QMP input lacks member 'execute'")
     oob = req.get("control", {}).get("run-oob") is True
