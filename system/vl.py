@@ -287,10 +287,10 @@ def _apply_option(config: VlConfig, name: str, optarg: Optional[str], loc: str) 
         sys.stdout.write(USAGE)
         raise VlExit(0)
     if name == "version":
-        from monitor.eras import QEMU_VERSION
+        from monitor.eras import ERAS
 
         sys.stdout.write(
-            "QEMU emulator version {}.{}.{} (qemu-monitor-emu)\n".format(*QEMU_VERSION)
+            "QEMU emulator version {}.{}.{} (qemu-monitor-emu)\n".format(*ERAS[config.era].version)
             + "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n"
         )
         raise VlExit(0)

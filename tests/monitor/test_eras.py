@@ -304,6 +304,13 @@ def test_unknown_era_is_a_startup_error() -> None:
     assert res.returncode == 1 and "unknown era '9'" in res.stderr
 
 
+def test_version_option_reports_the_era() -> None:
+    res = _emu("-x-era", "5.2", "-version", env={})
+    assert res.stdout.startswith("QEMU emulator version 5.2.0 (qemu-monitor-emu)\n")
+    res = _emu("-version", env={})
+    assert res.stdout.startswith("QEMU emulator version 7.2.22 (qemu-monitor-emu)\n")
+
+
 def test_x_oob_only_in_2_12() -> None:
     res = _emu("-chardev", "null,id=n", "-mon", "n,mode=control,x-oob=on", env={})
     assert res.returncode == 1 and "Invalid parameter 'x-oob'" in res.stderr
