@@ -79,6 +79,11 @@ class Era:
     def unmodelled(self) -> list[Fix]:
         return [fix for fix in self.lacks if fix.switch not in SWITCHES]
 
+    def has_option(self, name: str) -> bool:
+        """Did this release have command-line option ``name``?"""
+        since = OPTION_SINCE.get(name)
+        return since is None or since <= self.version
+
     def has_command(self, name: str) -> bool:
         """Did this release have command ``name`` (emulator-only ones: always)?"""
         if name.startswith(EMULATOR_ONLY_PREFIXES):
@@ -103,6 +108,9 @@ COMMAND_SINCE: dict[str, tuple[int, int, int]] = {
     "monitor-remove": CURRENT,
     "query-monitors": CURRENT,
 }
+
+#: emulated command-line options that came after QEMU 2.12
+OPTION_SINCE: dict[str, tuple[int, int, int]] = {"preconfig": (3, 0, 0)}
 
 _LACKS_ALL = (
     # 8bd8b04adc9f (QEMU 9.0): a hang-up was handled before pending input

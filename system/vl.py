@@ -259,8 +259,16 @@ def qemu_parse_args(argv: list[str]) -> VlConfig:
             raise VlError(argv[i], "disk images are not emulated (-machine none has no drives)")
         name, optarg, i = lookup_opt(argv, i)
         loc = argv[i - 1] if optarg is None else f"{argv[i - 2]} {optarg}"
+        if config.era != "current" and not _era_has_option(config.era, name):
+            raise VlError(argv[i - 1 if optarg is None else i - 2], "invalid option")
         _apply_option(config, name, optarg, loc)
     return config
+
+
+def _era_has_option(era: str, name: str) -> bool:
+    from monitor.eras import ERAS
+
+    return ERAS[era].has_option(name)
 
 
 def _find_era(argv: list[str]) -> str:

@@ -311,6 +311,12 @@ def test_version_option_reports_the_era() -> None:
     assert res.stdout.startswith("QEMU emulator version 7.2.22 (qemu-monitor-emu)\n")
 
 
+def test_preconfig_option_from_3_0() -> None:
+    res = _emu("-x-era", "2.12", "--preconfig", env={})
+    assert res.returncode == 1
+    assert res.stderr == "qemu-monitor-emu: --preconfig: invalid option\n"
+
+
 def test_x_oob_only_in_2_12() -> None:
     res = _emu("-chardev", "null,id=n", "-mon", "n,mode=control,x-oob=on", env={})
     assert res.returncode == 1 and "Invalid parameter 'x-oob'" in res.stderr
