@@ -29,6 +29,7 @@ from chardev.char_fe import (
     qemu_chr_fe_init,
     qemu_chr_fe_set_handlers,
 )
+from monitor.eras import current_era
 from monitor.fds import monitor_fdsets_cleanup
 from monitor.hmp_cmds import HMPCommand, hmp_cmds
 from monitor.monitor import (
@@ -44,7 +45,6 @@ from monitor.monitor import (
     monitor_suspend,
 )
 from monitor.monitor_internal import Monitor, MonitorHMP
-from monitor.qmp_cmds_control import QEMU_VERSION
 from monitor.trace import trace_handle_hmp_command
 from util.atomic import qatomic_inc, qatomic_read, qatomic_set
 from util.coroutine import qemu_coroutine_self
@@ -68,7 +68,7 @@ _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
 
 def qemu_version_string() -> str:
-    major, minor, micro = QEMU_VERSION
+    major, minor, micro = current_era().version
     return f"{major}.{minor}.{micro}"
 
 

@@ -55,7 +55,13 @@ from util.atomic import (
     qatomic_set,
     qatomic_xchg,
 )
-from util.coroutine import Coroutine, qemu_coroutine_create, qemu_coroutine_self
+from util.bugs import BUG
+from util.coroutine import (
+    Coroutine,
+    qemu_coroutine_create,
+    qemu_coroutine_leader,
+    qemu_coroutine_self,
+)
 from util.iothread import (
     iothread_create,
     iothread_destroy,
@@ -95,13 +101,22 @@ def monitor_init_globals(
     The dispatcher must live in the main loop thread: in-band commands
     assume that context.  ``machine_ready`` is false while ``--preconfig``
     holds the machine back (system/ knows; monitor/ must not import it).
+    The era (monitor/eras.py) was chosen before: QEMU 2.12's gets the
+    bottom-half dispatcher of monitor/qmp_bh.py instead, and its monitors
+    that module's input and event handlers.
     """
+    from monitor.eras import current_era
     from monitor.qmp import monitor_qmp_dispatcher_co
 
     if _current.globals is not None:
         raise AssertionError("monitor globals already initialised")
     g = _current.globals = MonitorGlobals(schema=schema)
     g.dispatch_env = QmpDispatchEnv(monitor_cur, monitor_set_cur, machine_ready)
+    if current_era().bh_dispatcher:
+        from monitor.qmp_bh import monitor_qmp_bh_init
+
+        monitor_qmp_bh_init(g)
+        return g
     co = qemu_coroutine_create(monitor_qmp_dispatcher_co, g, "qmp_dispatcher_co")
     qatomic_set(g.qmp_dispatcher_co, co)
     qatomic_set(g.qmp_dispatcher_co_busy, True)
@@ -123,13 +138,20 @@ def monitor_cur() -> Optional[Monitor]:
     commands, OOB commands and coroutine commands each see their own.
     """
     g = monitor_globals()
+    co = qemu_coroutine_self()
+    if BUG.current_monitor_per_thread:
+        # bugs.md 8, reverted: a thread property (2.12: cur_mon; 3.0: TLS),
+        # so whatever a thread runs while a command is yielded sees it
+        co = qemu_coroutine_leader()
     with g.monitor_lock:
-        return g.coroutine_mon.get(qemu_coroutine_self())
+        return g.coroutine_mon.get(co)
 
 
 def monitor_set_cur(co: Coroutine, mon: Optional[Monitor]) -> Optional[Monitor]:
     """Make ``mon`` current for ``co``; returns the previous one (one lock, as QEMU)."""
     g = monitor_globals()
+    if BUG.current_monitor_per_thread:
+        co = qemu_coroutine_leader()  # bugs.md 8, reverted (see monitor_cur)
     with g.monitor_lock:
         old = g.coroutine_mon.get(co)
         if mon is not None:
@@ -421,6 +443,10 @@ def monitor_data_init(mon: Monitor) -> None:
     g = monitor_globals()
     if mon.use_io_thread and g.mon_iothread is None:
         g.mon_iothread = iothread_create("mon_iothread")
+        if BUG.queue_replies_for_iothread:
+            from monitor.qmp_bh import monitor_qmp_responder_init
+
+            monitor_qmp_responder_init(g)
 
 
 def monitor_data_destroy(mon: Monitor) -> None:
@@ -469,8 +495,17 @@ def monitor_cleanup() -> None:
     # (accept_input BHs in the I/O thread run before iothread_stop's BH).
     aio_poll(qemu_get_aio_context(), False)
 
+    if g.qmp_dispatcher_bh is not None:
+        from monitor.qmp_bh import monitor_qmp_bh_cleanup
+
+        monitor_qmp_bh_cleanup(g)
+
     if g.mon_iothread is not None:
         iothread_stop(g.mon_iothread)
+    if g.qmp_respond_bh is not None:
+        from monitor.qmp_bh import monitor_qmp_responder_cleanup
+
+        monitor_qmp_responder_cleanup(g)  # bugs.md 18: flush, unless no_flush_at_cleanup
 
     with g.monitor_lock:
         g.monitor_destroyed = True
@@ -500,8 +535,16 @@ def monitor_init_opts(opts: QemuOpts) -> Monitor:
         raise error_setg("Parameter 'chardev' is missing")
     pretty = qemu_opt_get_bool(opts, "pretty", False)
     session_check = qemu_opt_get_bool(opts, "x-session-check", False)
+    # x-oob exists only in the 2.12 era's option list (system/vl.py)
+    x_oob = qemu_opt_get_bool(opts, "x-oob", False)
     return monitor_init(
-        chardev, mode, pretty, True, mon_id=qemu_opts_id(opts), session_check=session_check
+        chardev,
+        mode,
+        pretty,
+        True,
+        mon_id=qemu_opts_id(opts),
+        session_check=session_check,
+        x_oob=x_oob,
     )
 
 
@@ -513,6 +556,7 @@ def monitor_init(
     mon_id: Optional[str] = None,
     dynamic: bool = False,
     session_check: bool = False,
+    x_oob: bool = False,
 ) -> Monitor:
     """Create a monitor on chardev ``chardev`` (monitor_init).
 
@@ -530,7 +574,7 @@ def monitor_init(
         mode = "readline" if allow_hmp else "control"
     if mode == "control":
         return monitor_init_qmp(
-            chr, pretty, mon_id=mon_id, dynamic=dynamic, session_check=session_check
+            chr, pretty, mon_id=mon_id, dynamic=dynamic, session_check=session_check, x_oob=x_oob
         )
     if not allow_hmp:
         raise error_setg("Only QMP is supported")
@@ -538,6 +582,8 @@ def monitor_init(
         raise error_setg("'pretty' is not compatible with HMP monitors")
     if session_check:
         raise error_setg("'x-session-check' is not compatible with HMP monitors")
+    if x_oob:
+        raise error_setg("Monitor out-of-band is only supported by QMP")  # 2.12's text
     from monitor.hmp import monitor_init_hmp
 
     return monitor_init_hmp(chr, True, mon_id=mon_id)

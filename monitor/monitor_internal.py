@@ -19,6 +19,7 @@ from qapi.error import QapiError
 from qapi.qmp_dispatch import QmpDispatchEnv
 from qapi.qmp_registry import QmpCommandList
 from qapi.schema import Schema
+from util.aio import QEMUBH
 from util.atomic import QAtomic
 from util.coroutine import Coroutine
 from util.iothread import IOThread
@@ -101,6 +102,9 @@ class MonitorQMP(Monitor):
         self.qmp_queue_lock = QemuMutex("qmp_queue_lock")
         #: protected by qmp_queue_lock
         self.qmp_requests: deque[QMPRequest] = deque()
+        #: protected by qmp_queue_lock: serialised replies waiting for the
+        #: responder BH (bugs.md 18 switch queue_replies_for_iothread; 2.12)
+        self.qmp_responses: deque[str] = deque()
         #: a client got OPENED and no CLOSED yet (chardev context only); it
         #: counts in mon_refcount until it goes
         self.client_open = False
@@ -198,6 +202,13 @@ class MonitorGlobals:
         #: protected by monitor_lock
         self.qmp_dispatcher_co_shutdown = False
         self.qmp_dispatcher_co_busy: QAtomic[bool] = QAtomic(False, "qmp_dispatcher_co_busy")
+        #: era 2.12 (monitor/qmp_bh.py): the dispatcher BH in iohandler_ctx,
+        #: and the QMP monitors' chardev read handler
+        self.qmp_dispatcher_bh: Optional[QEMUBH] = None
+        self.qmp_read: Optional[Callable[[Any, bytes], int]] = None
+        #: bugs.md 18 (queue_replies_for_iothread): the responder BH in the
+        #: monitor I/O thread, created with it
+        self.qmp_respond_bh: Optional[QEMUBH] = None
         #: how many QMP monitors may have a queued request: counted before a
         #: queue turns non-empty and after it turns empty, under its
         #: qmp_queue_lock, so it is never below the true number

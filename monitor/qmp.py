@@ -66,9 +66,15 @@ from monitor.trace import (
 from qapi.error import ErrorClass, QapiError
 from qapi.json_streamer import JSONError, JSONMessageParser
 from qapi.json_writer import to_json
-from qapi.qmp_dispatch import qmp_dispatch, qmp_error_response, qmp_is_oob
+from qapi.qmp_dispatch import (
+    qmp_dispatch,
+    qmp_dispatch_check_obj,
+    qmp_error_response,
+    qmp_is_oob,
+)
 from util.aio import AioContext, aio_bh_schedule_oneshot, aio_co_wake, run_in_context
 from util.atomic import qatomic_dec, qatomic_inc, qatomic_read, qatomic_set, qatomic_xchg
+from util.bugs import BUG
 from util.coroutine import qemu_coroutine_yield
 from util.iothread import iothread_get_aio_context
 from util.main_loop import iohandler_get_aio_context
@@ -99,10 +105,15 @@ def monitor_qmp_cleanup_queue_and_resume(mon: MonitorQMP) -> None:
     dispatcher resumes for the request it holds).
     """
     with mon.qmp_queue_lock:
-        need_resume = (
-            not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX
-        ) and bool(mon.qmp_requests)
+        if BUG.queue_full_drop_event and qmp_oob_enabled(mon):
+            need_resume = False  # bugs.md 16: with OOB nothing ever suspended
+        else:
+            need_resume = (
+                not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX
+            ) and bool(mon.qmp_requests)
         monitor_qmp_requests_clear(monitor_globals(), mon)
+        if BUG.queue_replies_for_iothread:
+            mon.qmp_responses.clear()  # bugs.md 18: replies not yet written are lost
         if need_resume:
             monitor_resume(mon)
 
@@ -135,6 +146,12 @@ def qmp_send_response_text(mon: MonitorQMP, text: str) -> None:
     """Write an already serialised message (an event shared by many monitors)."""
     if trace_monitor_qmp_respond.state:
         trace_monitor_qmp_respond(mon.name, text)
+    if BUG.queue_replies_for_iothread and mon.use_io_thread:
+        # bugs.md 18: QEMU 2.12 queued the reply for a BH in the I/O thread
+        from monitor.qmp_bh import qmp_queue_response
+
+        qmp_queue_response(mon, text)
+        return
     monitor_puts(mon, text + "\n")
 
 
@@ -287,7 +304,11 @@ def monitor_qmp_dispatcher_co(g: MonitorGlobals) -> None:
         # runs; without OOB resume only when done.  qmp_capabilities may
         # change OOB, so remember what it is now.
         oob_enabled = qmp_oob_enabled(mon)
-        if oob_enabled and len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1:
+        if (
+            oob_enabled
+            and len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1
+            and not BUG.queue_full_drop_event  # bugs.md 16: never suspended with OOB
+        ):
             monitor_resume(mon)
         # never hold a mutex across a yield (DESIGN.md invariant 1)
         mon.qmp_queue_lock.unlock()
@@ -341,6 +362,54 @@ def qmp_dispatcher_co_wake() -> None:
 # ---------------------------------------------------------------- input
 
 
+def qmp_report_error_now(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> bool:
+    """bugs.md 17, reverted: answer a parse error or a malformed request
+    right here, in the parser's thread, ahead of queued in-band replies.
+
+    QEMU 2.12 checked the request's shape before queueing it and replied
+    without an id (cf869d53172); 69240fe62d1a and 1cc37471525d (3.0) moved
+    both checks behind the queue.  Returns whether it answered.
+    """
+    if err is not None:
+        monitor_qmp_respond(mon, qmp_error_response(QapiError(ErrorClass.GENERIC_ERROR, err.desc)))
+        return True
+    try:
+        if not isinstance(req, dict):
+            raise QapiError(ErrorClass.GENERIC_ERROR, "QMP input must be a JSON object")
+        qmp_dispatch_check_obj(req, qmp_oob_enabled(mon))
+    except QapiError as e:
+        monitor_qmp_respond(mon, qmp_error_response(e))
+        return True
+    return False
+
+
+def qmp_queue_full(mon: MonitorQMP) -> bool:
+    """Is the request queue full?  Only this thread (the parser's) pushes,
+    so the answer holds until it pushes again."""
+    with mon.qmp_queue_lock:
+        return len(mon.qmp_requests) >= QMP_REQ_QUEUE_LEN_MAX
+
+
+def qapi_event_send_command_dropped(req: Any) -> None:
+    """COMMAND_DROPPED (QEMU 2.12, bf1e7301745a): broadcast like any event.
+
+    The event left the schema with the drop (3.0), so it is built here
+    rather than from the schema, which stays today's.
+    """
+    from monitor.monitor import qapi_event_emit
+    from qapi.qmp_event import qapi_event_timestamp
+
+    qid = req.get("id") if isinstance(req, dict) else None
+    qapi_event_emit(
+        "COMMAND_DROPPED",
+        {
+            "event": "COMMAND_DROPPED",
+            "timestamp": qapi_event_timestamp(),
+            "data": {"id": qid, "reason": "queue-full"},
+        },
+    )
+
+
 def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> None:
     """A complete message arrived: run it now (OOB) or queue it (in-band).
 
@@ -353,6 +422,8 @@ def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> N
         trace_monitor_qmp_cmd_out_of_band(_id_json(req))
         monitor_qmp_dispatch(mon, req)
         return
+    if BUG.report_inband_errors_immediately and qmp_report_error_now(mon, req, err):
+        return
     req_obj = QMPRequest(
         mon,
         req if err is None else None,
@@ -360,11 +431,19 @@ def handle_qmp_command(mon: MonitorQMP, req: Any, err: Optional[JSONError]) -> N
         mon.session,
     )
     g = monitor_globals()
+    if BUG.queue_full_drop_event and qmp_oob_enabled(mon) and qmp_queue_full(mon):
+        # bugs.md 16: QEMU 2.12 never suspended with OOB; a full queue
+        # dropped the request and told every client with an event
+        qapi_event_send_command_dropped(req)
+        return
     with mon.qmp_queue_lock:
         # Suspend when the queue cannot take another request after this
         # one (always, without OOB: one request in flight); the dispatcher
         # or a CLOSED event resumes.
-        if not qmp_oob_enabled(mon) or len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1:
+        if not qmp_oob_enabled(mon) or (
+            len(mon.qmp_requests) == QMP_REQ_QUEUE_LEN_MAX - 1
+            and not BUG.queue_full_drop_event  # bugs.md 16: never suspended with OOB
+        ):
             monitor_suspend(mon)
         if trace_monitor_qmp_in_band_enqueue.state:
             trace_monitor_qmp_in_band_enqueue(id(req_obj), mon.name, len(mon.qmp_requests))
@@ -446,10 +525,11 @@ def monitor_data_destroy_qmp(mon: MonitorQMP) -> None:
 
 
 def monitor_qmp_set_handlers(mon: MonitorQMP, context: Any) -> None:
+    g = monitor_globals()
     qemu_chr_fe_set_handlers(
         mon.chr,
         monitor_can_read,
-        monitor_qmp_read,
+        g.qmp_read or monitor_qmp_read,
         monitor_qmp_event,
         None,
         mon,
@@ -472,9 +552,19 @@ def monitor_init_qmp(
     mon_id: Optional[str] = None,
     dynamic: bool = False,
     session_check: bool = False,
+    x_oob: bool = False,
 ) -> MonitorQMP:
-    """Create a QMP monitor on ``chr``; in the I/O thread when it can move there."""
-    mon = MonitorQMP(qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT), pretty)
+    """Create a QMP monitor on ``chr``; in the I/O thread when it can move there.
+
+    In the 2.12 era only a monitor with ``x-oob=on`` moves there (and offers
+    OOB); ``x_oob`` means nothing in the others.
+    """
+    from monitor.eras import current_era
+
+    use_io_thread = qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT)
+    if current_era().x_oob:
+        use_io_thread = use_io_thread and x_oob
+    mon = MonitorQMP(use_io_thread, pretty)
     mon.id = mon_id
     mon.dynamic = dynamic
     mon.session_generation_check = session_check

@@ -20,8 +20,8 @@ from monitor.monitor import (
 from monitor.monitor_internal import MonitorHMP
 from qapi.error import ErrorClass, error_set, error_setg
 from qapi.qmp_event import qapi_event_input_data
-from util.aio import aio_co_wake, aio_timer_new
-from util.coroutine import qemu_coroutine_self, qemu_coroutine_yield
+from util.aio import AIO_WAIT_WHILE, aio_co_wake, aio_timer_new
+from util.coroutine import qemu_coroutine_self, qemu_coroutine_yield, qemu_in_coroutine
 from util.main_loop import qemu_get_aio_context, qemu_in_main_thread
 from util.markers import coroutine_fn, requires_bql
 from util.timer import QEMU_CLOCK_REALTIME, SCALE_MS, qemu_clock_get_ms, timer_mod
@@ -63,12 +63,32 @@ def qmp_x_debug_co_sleep(ms: int) -> None:
     """
     if ms < 0:
         raise error_setg("Parameter 'ms' expects a non-negative value")
+    if not qemu_in_coroutine():
+        _sleep_in_nested_loop(ms)
+        return
     co = qemu_coroutine_self()
     timer = aio_timer_new(
         qemu_get_aio_context(), QEMU_CLOCK_REALTIME, SCALE_MS, aio_co_wake, co, "x-debug-co-sleep"
     )
     timer_mod(timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + ms)
     qemu_coroutine_yield()
+
+
+def _sleep_in_nested_loop(ms: int) -> None:
+    """The bottom-half dispatcher's eras have no coroutine commands: wait
+    in a nested loop of qemu_aio_context, as their synchronous commands
+    did, with the BQL held (HMP and the dispatcher wait too)."""
+    expired: list[bool] = []
+    timer = aio_timer_new(
+        qemu_get_aio_context(),
+        QEMU_CLOCK_REALTIME,
+        SCALE_MS,
+        expired.append,
+        True,
+        "x-debug-co-sleep",
+    )
+    timer_mod(timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + ms)
+    AIO_WAIT_WHILE(qemu_get_aio_context(), lambda: not expired)
 
 
 def qmp_yank(instances: list[dict[str, Any]]) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from monitor.eras import current_era
 from monitor.monitor import monitor_cur, monitor_globals
 from monitor.monitor_internal import MonitorQMP
 from qapi.error import ErrorClass, error_set, error_setg
 from qapi.introspect import qmp_schema_info, query_commands_list
 
-#: The QEMU release whose behaviour (and error texts) this emulates.
-QEMU_VERSION = (7, 2, 22)
 #: The "package" string QEMU builds fill in; distributions put theirs here.
 QEMU_PKGVERSION = "qemu-monitor-emu"
 
@@ -49,7 +48,8 @@ def qmp_qmp_capabilities(enable: Optional[list[str]]) -> None:
 
 
 def qmp_query_version() -> dict[str, Any]:
-    major, minor, micro = QEMU_VERSION
+    """The era's release (monitor/eras.py; by default QEMU_VERSION)."""
+    major, minor, micro = current_era().version
     return {
         "qemu": {"major": major, "minor": minor, "micro": micro},
         "package": QEMU_PKGVERSION,

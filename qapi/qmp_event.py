@@ -25,6 +25,12 @@ from util.timer import g_get_real_time
 _USEC_PER_SEC = 1_000_000
 
 
+def qapi_event_timestamp(real_time_us: Callable[[], int] = g_get_real_time) -> dict[str, int]:
+    """The ``timestamp`` member of an event (timestamp_put)."""
+    now = real_time_us()
+    return {"seconds": now // _USEC_PER_SEC, "microseconds": now % _USEC_PER_SEC}
+
+
 def qapi_event_build(
     schema: Schema,
     name: str,
@@ -41,11 +47,7 @@ def qapi_event_build(
     event = schema.lookup_event(name)
     if event.arg_type is None and data is not None:
         raise AssertionError(f"event {name} carries no data, got {data!r}")
-    now = real_time_us()
-    message: dict[str, Any] = {
-        "event": name,
-        "timestamp": {"seconds": now // _USEC_PER_SEC, "microseconds": now % _USEC_PER_SEC},
-    }
+    message: dict[str, Any] = {"event": name, "timestamp": qapi_event_timestamp(real_time_us)}
     if event.arg_type is not None:
         body = qobject_output_visit(event.arg_type, data if data is not None else {}, name)
         if body:

@@ -18,6 +18,7 @@ import system.machine
 import system.migration
 import system.qdev_monitor
 import system.runstate
+from monitor.eras import current_era, era_init_commands
 from monitor.monitor_internal import MonitorGlobals
 from qapi.qmp_marshal import qmp_collect_handlers, qmp_init_marshal
 from qapi.qmp_registry import qmp_find_command, qmp_register_command
@@ -43,4 +44,5 @@ def qmp_init_commands(g: MonitorGlobals) -> None:
     cap = qmp_find_command(g.qmp_commands, "qmp_capabilities")
     assert cap is not None
     qmp_register_command(g.qmp_cap_negotiation_commands, cap.name, cap.fn, cap.options)
+    era_init_commands(g.qmp_commands, current_era())
     g.query_version = monitor.qmp_cmds_control.qmp_query_version

@@ -23,6 +23,7 @@ from chardev.char import (
     qemu_chr_state,
 )
 from chardev.char_mux import resume_mux_open, suspend_mux_open
+from monitor.eras import era_select
 from monitor.monitor import (
     monitor_cleanup,
     monitor_init_globals,
@@ -78,6 +79,7 @@ QEMU_OPTIONS: dict[str, bool] = {
     "version": False,
     "h": False,
     "help": False,
+    "x-era": True,
 }
 
 USAGE = """\
@@ -122,6 +124,10 @@ monitor threading model. Options take QEMU's syntax:
                               (or none: stderr) the log backend
 -version                      print the version and exit
 -h                            print this help and exit
+-x-era VERSION                run the monitor as QEMU VERSION built it (emulator
+                              only): 2.12, 5.2, 7.2, 8.1 or current (the
+                              default; also QEMU_MONITOR_EMU_ERA); 2.12 takes
+                              -mon ...,x-oob=on to enable out-of-band
 
 Without monitor options and without -nodefaults: an HMP monitor on stdio and
 a QMP monitor on a UNIX socket whose path is printed on stderr.
@@ -143,15 +149,16 @@ class VlExit(Exception):
         self.code = code
 
 
-def qemu_mon_opts() -> QemuOptsList:
-    """-mon's option list (monitor.c's qemu_mon_opts)."""
+def qemu_mon_opts(x_oob: bool = False) -> QemuOptsList:
+    """-mon's option list (monitor.c's qemu_mon_opts); ``x-oob`` only in
+    the 2.12 era, whose out-of-band support it switched on."""
     desc = (
         QemuOptDesc("mode", QemuOptType.QEMU_OPT_STRING),
         QemuOptDesc("chardev", QemuOptType.QEMU_OPT_STRING),
         QemuOptDesc("pretty", QemuOptType.QEMU_OPT_BOOL),
         # emulator only: the fix of bugs.md entry 3, off by default as in QEMU
         QemuOptDesc("x-session-check", QemuOptType.QEMU_OPT_BOOL),
-    )
+    ) + ((QemuOptDesc("x-oob", QemuOptType.QEMU_OPT_BOOL),) if x_oob else ())
     return QemuOptsList("mon", desc, implied_opt_name="chardev")
 
 
@@ -170,9 +177,11 @@ class VlConfig:
     A plain class: a dataclass would compile its methods at every start-up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, era: str = "current") -> None:
+        #: -x-era, or QEMU_MONITOR_EMU_ERA (monitor/eras.py)
+        self.era = era
         self.chardev_opts = qemu_chardev_opts()
-        self.mon_opts = qemu_mon_opts()
+        self.mon_opts = qemu_mon_opts(x_oob=era == "2.12")
         #: the command-line text that made each option group, for error locations
         self.locations: dict[int, str] = {}
         self.monitor_device_index = 0
@@ -299,16 +308,47 @@ def _check_smp(config: VlConfig) -> None:
 
 
 def qemu_parse_args(argv: list[str]) -> VlConfig:
-    """Parse ``argv`` (without the program name) as QEMU does."""
-    config = VlConfig()
+    """Parse ``argv`` (without the program name) as QEMU does.
+
+    A first pass finds the era (the last -x-era wins), since it decides
+    which -mon options exist, as QEMU's first pass does for a few options.
+    """
+    config = VlConfig(_find_era(argv))
     i = 0
     while i < len(argv):
         if not argv[i].startswith("-"):
             raise VlError(argv[i], "disk images are not emulated (-machine none has no drives)")
         name, optarg, i = lookup_opt(argv, i)
         loc = argv[i - 1] if optarg is None else f"{argv[i - 2]} {optarg}"
+        if config.era != "current" and not _era_has_option(config.era, name):
+            raise VlError(argv[i - 1 if optarg is None else i - 2], "invalid option")
         _apply_option(config, name, optarg, loc)
     return config
+
+
+def _era_has_option(era: str, name: str) -> bool:
+    from monitor.eras import ERAS
+
+    return ERAS[era].has_option(name)
+
+
+def _find_era(argv: list[str]) -> str:
+    from monitor.eras import DEFAULT_ERA, UnknownEraError, era_from_env, era_lookup
+
+    era: Optional[str] = None
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("-x-era", "--x-era"):
+            era = argv[i + 1]
+            try:
+                era_lookup(era)
+            except UnknownEraError as e:
+                raise VlError(f"{arg} {era}", str(e)) from None
+    if era is not None:
+        return era
+    try:
+        return era_from_env() or DEFAULT_ERA
+    except UnknownEraError as e:
+        raise VlError("QEMU_MONITOR_EMU_ERA", str(e)) from None
 
 
 def _apply_option(config: VlConfig, name: str, optarg: Optional[str], loc: str) -> None:
@@ -316,10 +356,10 @@ def _apply_option(config: VlConfig, name: str, optarg: Optional[str], loc: str) 
         sys.stdout.write(USAGE)
         raise VlExit(0)
     if name == "version":
-        from monitor.qmp_cmds_control import QEMU_VERSION
+        from monitor.eras import ERAS
 
         sys.stdout.write(
-            "QEMU emulator version {}.{}.{} (qemu-monitor-emu)\n".format(*QEMU_VERSION)
+            "QEMU emulator version {}.{}.{} (qemu-monitor-emu)\n".format(*ERAS[config.era].version)
             + "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n"
         )
         raise VlExit(0)
@@ -367,6 +407,7 @@ def _apply_option_arg(config: VlConfig, name: str, optarg: str, loc: str) -> Non
         config.pidfile = optarg
     elif name == "trace":
         config.traces.append((loc, optarg))
+    # x-era: taken by the first pass (_find_era)
 
 
 # ---------------------------------------------------------------- qemu_init
@@ -423,6 +464,7 @@ def configure_traces(config: VlConfig) -> None:
 def qemu_init(config: VlConfig) -> None:
     """Everything before the main loop, in vl.c's order."""
     configure_traces(config)
+    era_select(config.era)
     _check_smp(config)
     qemu_init_main_loop()
     state = rs.runstate_init(config.autostart)

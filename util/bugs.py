@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 #: the environment variable that turns switches on (comma separated)
 BUGS_ENV = "QEMU_MONITOR_EMU_BUGS"
@@ -267,6 +267,44 @@ _declare(
     ),
 )
 
+# Eras (issue 17): the fixes QEMU 2.12 lacked, as monitor/eras.py names them.
+_declare(
+    BugSwitch(
+        "current_monitor_per_thread",
+        8,
+        "monitor/monitor.py monitor_cur, monitor_set_cur",
+        "the current monitor is per coroutine (e69ee454b5f9), not per thread",
+    ),
+    BugSwitch(
+        "queue_full_drop_event",
+        16,
+        "monitor/qmp.py handle_qmp_command, monitor_qmp_dispatcher_co",
+        "with OOB a full queue suspends the monitor instead of dropping the "
+        "request with COMMAND_DROPPED (bf1e7301745a)",
+    ),
+    BugSwitch(
+        "report_inband_errors_immediately",
+        17,
+        "monitor/qmp.py handle_qmp_command",
+        "in-band parse and request-shape errors are queued, answered in order "
+        "(69240fe62d1a, 1cc37471525d)",
+    ),
+    BugSwitch(
+        "queue_replies_for_iothread",
+        18,
+        "monitor/qmp.py qmp_send_response_text",
+        "replies are written directly under mon_lock, not queued for a "
+        "responder BH in the I/O thread (abe3cd0ff7f7's queue, later removed)",
+    ),
+    BugSwitch(
+        "no_flush_at_cleanup",
+        18,
+        "monitor/monitor.py monitor_cleanup",
+        "cleanup flushes the response queues after stopping the I/O thread "
+        "(abe3cd0ff7f7); only with queue_replies_for_iothread",
+    ),
+)
+
 
 class _Bugs:
     """The switches as attributes, so a branch costs one attribute test.
@@ -277,12 +315,14 @@ class _Bugs:
 
     __slots__ = tuple(SWITCHES)
 
-    # each switch, for the type checker (the slots come from SWITCHES)
-    vcpu_holds_rcu_read_lock: bool
-
     def __init__(self) -> None:
         for name in SWITCHES:
             setattr(self, name, False)
+
+    if TYPE_CHECKING:
+        # the slots are made from SWITCHES, which mypy cannot see
+
+        def __getattr__(self, name: str) -> bool: ...
 
 
 #: the one object code reads: ``if BUG.no_resume_on_queue_clear:``

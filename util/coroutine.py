@@ -89,6 +89,12 @@ def qemu_coroutine_self() -> Coroutine:
     return _tls.current or _tls.leader
 
 
+def qemu_coroutine_leader() -> Coroutine:
+    """The calling thread's leader pseudo-coroutine, even inside a coroutine
+    (what keys a per-thread property, e.g. the pre-5.2 current monitor)."""
+    return _tls.leader
+
+
 def qemu_in_coroutine() -> bool:
     return _tls.current is not None
 

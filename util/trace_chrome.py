@@ -464,7 +464,9 @@ class _Builder:
                 self.slices.append(Slice(("locks", tid), mutex, cat, start, ts, {"site": site}))
                 break
         for i, (kind, m, r) in enumerate(st.awaiting_unlock):
-            if m == mutex:
+            # a reply queued for the responder BH (-x-era 2.12) is done when
+            # the queue's lock is dropped: that thread never takes mon_lock
+            if m == mutex or (kind == "respond" and mutex == "qmp_queue_lock"):
                 del st.awaiting_unlock[i]
                 if kind == "enqueue":
                     r.enqueue_end = ts

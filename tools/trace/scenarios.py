@@ -26,6 +26,11 @@ The scenarios:
     OOB on, main loop blocked, 10 pipelined in-band requests: the queue
     takes 8 and the monitor suspends (stops reading); a second monitor
     releases the main loop and the queue drains, resuming the monitor.
+``dropped``
+    the ``backpressure`` client against ``-x-era 2.12`` (monitors with
+    ``x-oob=on``): the queue takes 8, the 9th and 10th requests are dropped
+    with COMMAND_DROPPED, the bottom-half dispatcher answers the 8 once a
+    ``"control": {"run-oob": true}`` request releases the main loop.
 ``selfremove``
     a monitor removing itself: ``chardev-add`` a UNIX socket server,
     ``monitor-add`` on it, connect, negotiate, ``monitor-remove`` its own
@@ -216,6 +221,7 @@ def emulator(
     aux: bool = False,
     trace_enable: str = "*",
     trace_file: Optional[str] = None,
+    era: Optional[str] = None,
 ) -> Iterator[Run]:
     """Start ``python -m system`` whose QMP monitor(s) connect to our sockets.
 
@@ -223,10 +229,14 @@ def emulator(
     suffix picks the backend, see ``-trace`` in system/vl.py).  Yields once
     the main monitor is negotiated (OOB on); on exit sends ``quit`` if the
     process still runs and waits for it, so the trace files are complete.
+    ``era`` is passed as ``-x-era``; 2.12's monitors get ``x-oob=on``.
     """
     trace_path = trace_file or os.path.join(workdir, f"{name}.jsonl")
     listeners: list[socket.socket] = []
     args = [sys.executable, "-m", "system", "-nodefaults", "-machine", "none", "-display", "none"]
+    if era is not None:
+        args += ["-x-era", era]
+    x_oob = ",x-oob=on" if era == "2.12" else ""
     for label in ["m0", "aux0"] if aux else ["m0"]:
         path = os.path.join(workdir, f"{name}-{label}.sock")
         if os.path.exists(path):
@@ -240,7 +250,7 @@ def emulator(
             "-chardev",
             f"socket,id={label},path={path},server=off",
             "-mon",
-            f"chardev={label},mode=control,id={label}mon",
+            f"chardev={label},mode=control,id={label}mon{x_oob}",
         ]
     args += ["-trace", f"enable={trace_enable},file={trace_path}"]
     env = dict(os.environ)
@@ -342,6 +352,36 @@ def scenario_backpressure(run: Run) -> dict[str, Any]:
     }
 
 
+def scenario_dropped(run: Run) -> dict[str, Any]:
+    """QEMU 2.12: the backpressure client; requests 8 and 9 are dropped."""
+    assert run.aux is not None
+    run.main.send(command("x-oob-test", {"lock": True}, "blk"))
+    run.follower.wait_for(
+        "the dispatcher BH running x-oob-test",
+        lambda r: _is(r, "monitor_qmp_cmd_in_band", id='"blk"'),
+    )
+    run.main.send(
+        b"".join(json.dumps(command("query-name", None, i)).encode() + b"\n" for i in range(10))
+    )
+    dropped = []
+    while len(dropped) < 2:
+        msg = run.main.recv()
+        assert msg.get("event") == "COMMAND_DROPPED", msg
+        dropped.append(msg["data"])
+    assert dropped == [{"id": i, "reason": "queue-full"} for i in (8, 9)], dropped
+    release = command("x-oob-test", {"lock": False}, "release")
+    release["control"] = {"run-oob": True}  # 2.12's spelling of exec-oob
+    run.aux.send(release)
+    assert "return" in run.aux.reply("release")
+    assert "return" in run.main.reply("blk")
+    for i in range(8):
+        assert "return" in run.main.reply(i)
+    return {
+        "window": (0, 7),
+        "title": "QEMU 2.12 (-x-era 2.12): 10 pipelined requests, 8 queued, 2 COMMAND_DROPPED",
+    }
+
+
 def scenario_selfremove(run: Run) -> dict[str, Any]:
     """A monitor removing itself."""
     path = os.path.join(run.workdir, f"{run.name}-self.sock")
@@ -400,7 +440,11 @@ SCENARIOS: dict[str, tuple[Callable[[Run], dict[str, Any]], bool]] = {
     "oob": (scenario_oob, False),
     "backpressure": (scenario_backpressure, True),
     "selfremove": (scenario_selfremove, False),
+    "dropped": (scenario_dropped, True),
 }
+
+#: scenarios that run in another era than the default (-x-era)
+SCENARIO_ERAS = {"dropped": "2.12"}
 
 
 @dataclass
@@ -443,7 +487,7 @@ def run_scenario(name: str, outdir: str) -> Result:
     os.makedirs(outdir, exist_ok=True)
     # socket paths must stay short (108 bytes): run in a private temp dir
     with tempfile.TemporaryDirectory(prefix="qme-trace-") as tmp:
-        with emulator(tmp, name, aux=aux) as run:
+        with emulator(tmp, name, aux=aux, era=SCENARIO_ERAS.get(name)) as run:
             info = fn(run)
         records, header = read_record_file(run.trace_path)
         trace_path = os.path.join(outdir, f"{name}.jsonl")
