@@ -238,6 +238,8 @@ class Sched:
         self.steps = 0
         #: decisions so far (shared points, blocks, exits)
         self.decisions = 0
+        #: baton hand-offs from one thread to another so far
+        self.switches = 0
         #: deviations from the default, as (key, occurrence, target, op label)
         self.entries: list[tuple[str, int, str, str]] = []
         #: per object seen at a point: [label, first actor, shared]
@@ -420,6 +422,7 @@ class Sched:
         self.decisions += 1
         nxt = self._choose(d)
         if nxt is not me:
+            self.switches += 1
             self.current = nxt
             nxt.gate.release()
             me.gate.acquire()

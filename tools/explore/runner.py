@@ -58,6 +58,7 @@ def _child(spec: dict[str, Any], wfd: int) -> None:
             "schedule": format_schedule(SCHED.entries),
             "points": SCHED.steps,
             "decisions": SCHED.decisions,
+            "switches": SCHED.switches,
         }
         for name in ("anchor_hits", "records", "divergence"):
             if hasattr(strategy, name):
