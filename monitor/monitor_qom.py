@@ -86,8 +86,9 @@ def monitor_finalize(obj: Any) -> None:
     again, then the frontend and the protocol state."""
     mon: Monitor = obj
     if mon.accept_input_bh is not None:
+        # kept (deleted): a monitor_resume after finalize is the use after
+        # free QEMU's one-shot BH allowed, and here it fails loudly
         qemu_bh_delete(mon.accept_input_bh)
-        mon.accept_input_bh = None
     monitor_data_destroy(mon)
 
 

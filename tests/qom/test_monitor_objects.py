@@ -134,7 +134,8 @@ def test_errors(inst: Instance) -> None:
     main = inst.connect_negotiated()
     _add(main, inst, "e1", "echr")
     cases = [
-        ({"qom-type": "monitor-qmp", "id": "e2", "chardev": "nosuch"}, 'chardev "nosuch" not found'),
+        ({"qom-type": "monitor-qmp", "id": "e2", "chardev": "nosuch"},
+         'chardev "nosuch" not found'),
         ({"qom-type": "monitor-qmp", "id": "e2", "chardev": "echr"}, "Device 'echr' is in use"),
         ({"qom-type": "monitor-qmp", "id": "e1", "chardev": "x"},
          "attempt to add duplicate property 'e1' to object (type 'container')"),
