@@ -532,8 +532,9 @@ def monitor_qmp_setup(mon: MonitorQMP, chr: Chardev) -> None:
 #   which destroys the monitor after its reply; object-del refuses
 #   ("Cannot delete the current QMP monitor");
 # * setup not done yet: object-del refuses ("monitor is still
-#   initializing"); monitor-remove unlinks and detaches anyway (the BH, when
-#   it runs, finds the monitor dead and cleanup-safe);
+#   initializing"); monitor-remove goes ahead, and the setup BH, still
+#   queued, later links the destroyed monitor back into mon_list (bugs.md
+#   23.4, left as the series had it);
 # * the client: monitor-remove cuts it off; object-del leaves the
 #   connection to the chardev (chardev-remove ends it);
 # * object-del then marks the frontend closed and cancels again, waits for
