@@ -39,7 +39,7 @@ from qapi.json_writer import to_json
 from qapi.qmp_dispatch import QmpDispatchEnv
 from qapi.qmp_event import qapi_event_build
 from qapi.schema import Schema
-from qom.object import object_unparent
+from qom.object import object_children, object_get_objects_root, object_unparent
 from util.aio import (
     AIO_WAIT_WHILE,
     AioContext,
@@ -503,6 +503,10 @@ def monitor_cleanup() -> None:
         monitor_data_destroy(mon)
         if mon.parent is not None:
             object_unparent(mon)  # a QOM monitor: its finalize runs now
+    for obj in object_children(object_get_objects_root()):
+        if isinstance(obj, Monitor):  # a QOM monitor whose setup BH never ran
+            monitor_data_destroy(obj)
+            object_unparent(obj)
     monitor_qapi_event_state_clear(g)
     if g.mon_iothread is not None:
         iothread_destroy(g.mon_iothread)

@@ -315,6 +315,11 @@ def object_property_del(obj: Object, name: str) -> None:
         object_unref(child)
 
 
+def object_children(obj: Object) -> list[Object]:
+    """The children of ``obj``, in the order they were added."""
+    return [p.child for p in obj.properties.values() if p.child is not None]
+
+
 def object_unparent(obj: Object) -> None:
     """Take ``obj`` out of the tree (dropping its parent's reference)."""
     parent = obj.parent

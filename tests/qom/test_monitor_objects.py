@@ -308,3 +308,34 @@ def test_stress_delete_under_a_busy_client(inst: Instance) -> None:
     assert main.ok("query-status")["running"] is True
     assert "stress-mon" not in _objects(main)
     assert _counts(inst.proc.pid) == baseline
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("monitor-qmp,id=m1,chardev=c1,zz=1", "Invalid parameter 'zz'"),
+        ("monitor-qmp,id=m1", "Parameter 'chardev' is missing"),
+        ("nosuch,id=x", "Parameter 'qom-type' does not accept value 'nosuch'"),
+        ("monitor-qmp,id=m1,chardev=c1,pretty=maybe", "Parameter 'pretty' expects 'on' or 'off'"),
+        ("monitor-qmp,id=m1,chardev=nosuch", 'chardev "nosuch" not found'),
+        ('{"qom-type": "monitor-qmp", "id": "m1", "chardev": "c1", "zz": 1}',
+         "Parameter 'zz' is unexpected"),
+    ],
+)  # fmt: skip
+def test_object_option_errors(arg: str, message: str) -> None:
+    """-object's errors as QEMU prints them (same texts as 7.2 for its types)."""
+    import subprocess
+    import sys
+
+    from tests.integration.harness import REPO_ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "system", "-nodefaults", "-chardev", "null,id=c1", "-object", arg],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == f"qemu-monitor-emu: -object {arg}: {message}\n"
