@@ -557,6 +557,14 @@ def monitor_init_hmp(chr: Chardev, use_readline: bool, mon_id: Optional[str] = N
     """
     mon = MonitorHMP(use_readline)
     mon.id = mon_id
+    monitor_hmp_setup(mon, chr)
+    return mon
+
+
+def monitor_hmp_setup(mon: MonitorHMP, chr: Chardev) -> None:
+    """Attach ``mon`` to ``chr`` and serve it from the main loop (-mon and
+    the monitor-hmp object alike)."""
+    use_readline = mon.use_readline
     qemu_chr_fe_init(mon.chr, chr)
     mon.label_locks()
     monitor_register_id(mon)
@@ -570,4 +578,3 @@ def monitor_init_hmp(chr: Chardev, use_readline: bool, mon_id: Optional[str] = N
         mon.chr, monitor_can_read, monitor_read, monitor_event, None, mon, None, True
     )
     monitor_list_append(mon)
-    return mon

@@ -39,14 +39,17 @@ from qapi.json_writer import to_json
 from qapi.qmp_dispatch import QmpDispatchEnv
 from qapi.qmp_event import qapi_event_build
 from qapi.schema import Schema
+from qom.object import object_children, object_get_objects_root, object_unparent
 from util.aio import (
     AIO_WAIT_WHILE,
+    AioContext,
     aio_bh_schedule_oneshot,
     aio_co_schedule,
     aio_co_wake,
     aio_notify,
     aio_poll,
     aio_timer_new,
+    qemu_bh_schedule,
 )
 from util.atomic import (
     qatomic_dec_fetch,
@@ -184,6 +187,11 @@ def monitor_flush_locked(mon: Monitor) -> None:
     context; an error other than "would block" discards the buffer.
     """
     if mon.skip_flush or not mon.outbuf or mon.mux_out:
+        return
+    if not mon.chr.fe_open:
+        # QEMU 11.1: a frontend marked closed (a monitor being deleted)
+        # writes nothing and arms no watch, so none can appear after the
+        # teardown's last cancel
         return
     rc = qemu_chr_fe_write(mon.chr, bytes(mon.outbuf))
     if rc == len(mon.outbuf) or rc < 0:
@@ -400,14 +408,24 @@ def monitor_resume(mon: Monitor) -> None:
     if monitor_is_hmp_non_interactive(mon):
         return
     if qatomic_dec_fetch(mon.suspend_cnt) == 0:
-        g = monitor_globals()
-        if mon.use_io_thread and g.mon_iothread is not None:
-            ctx = iothread_get_aio_context(g.mon_iothread)
+        if mon.accept_input_bh is not None:
+            # QOM monitors (11.1): the persistent BH, deleted at finalize, so
+            # a resume can never schedule work for a freed monitor
+            qemu_bh_schedule(mon.accept_input_bh)
         else:
-            ctx = qemu_get_aio_context()
-        aio_bh_schedule_oneshot(ctx, monitor_accept_input, mon, "monitor_accept_input")
+            aio_bh_schedule_oneshot(
+                monitor_context(mon), monitor_accept_input, mon, "monitor_accept_input"
+            )
     if trace_monitor_suspend.state:
         trace_monitor_suspend(mon.name, -1)
+
+
+def monitor_context(mon: Monitor) -> AioContext:
+    """Where the monitor's input is accepted: the I/O thread or the main loop."""
+    g = monitor_globals()
+    if mon.use_io_thread and g.mon_iothread is not None:
+        return iothread_get_aio_context(g.mon_iothread)
+    return qemu_get_aio_context()
 
 
 def monitor_can_read(opaque: Monitor) -> int:
@@ -518,6 +536,12 @@ def monitor_cleanup() -> None:
                 g.mon_ids.pop(mon.id, None)
         monitor_flush(mon)
         monitor_data_destroy(mon)
+        if mon.parent is not None:
+            object_unparent(mon)  # a QOM monitor: its finalize runs now
+    for obj in object_children(object_get_objects_root()):
+        if isinstance(obj, Monitor):  # a QOM monitor whose setup BH never ran
+            monitor_data_destroy(obj)
+            object_unparent(obj)
     monitor_qapi_event_state_clear(g)
     if g.mon_iothread is not None:
         iothread_destroy(g.mon_iothread)

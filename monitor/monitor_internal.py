@@ -19,6 +19,7 @@ from qapi.error import QapiError
 from qapi.qmp_dispatch import QmpDispatchEnv
 from qapi.qmp_registry import QmpCommandList
 from qapi.schema import Schema
+from qom.object import Object
 from util.aio import QEMUBH
 from util.atomic import QAtomic
 from util.coroutine import Coroutine
@@ -34,14 +35,24 @@ if TYPE_CHECKING:
 QMP_REQ_QUEUE_LEN_MAX = 8
 
 
-class Monitor:
-    """State common to every monitor (struct Monitor)."""
+class Monitor(Object):
+    """State common to every monitor (struct Monitor), a QOM object.
+
+    QEMU 11.1 makes the monitor itself the object (``monitor``, abstract;
+    ``monitor-qmp``, ``monitor-hmp``): ``object-add`` creates one, its
+    finalize frees it.  Monitors made by -mon, -qmp or monitor-add are
+    objects too, outside the tree (no parent): the emulator keeps 7.2's
+    lifecycle for them.
+    """
+
+    TYPE = "monitor"
 
     #: only a QMP monitor queues requests; this empty stand-in lets the
     #: dispatcher peek at every monitor's queue in one pass (pop_any)
     qmp_requests: Sequence[QMPRequest] = ()
 
     def __init__(self, is_qmp: bool, skip_flush: bool, use_io_thread: bool) -> None:
+        super().__init__()
         self.chr = CharBackend()
         self.is_qmp = is_qmp
         self.skip_flush = skip_flush
@@ -67,6 +78,12 @@ class Monitor:
         self.dead: QAtomic[bool] = QAtomic(False, "dead")
         #: the QOM path of the monitor's current CPU (HMP ``cpu``), BQL
         self.mon_cpu_path: Optional[str] = None
+        #: QOM property ``chardev`` (set before complete)
+        self.chardev_id: Optional[str] = None
+        #: QOM monitors only (11.1): the persistent BH monitor_resume
+        #: schedules, created at complete, deleted at finalize; None for
+        #: 7.2-style monitors, which schedule a one-shot BH
+        self.accept_input_bh: Optional[QEMUBH] = None
 
     @property
     def name(self) -> str:
@@ -88,9 +105,18 @@ class Monitor:
 class MonitorQMP(Monitor):
     """A QMP monitor (struct MonitorQMP)."""
 
-    def __init__(self, use_io_thread: bool, pretty: bool) -> None:
+    TYPE = "monitor-qmp"
+
+    def __init__(self, use_io_thread: bool = False, pretty: bool = False) -> None:
         super().__init__(is_qmp=True, skip_flush=False, use_io_thread=use_io_thread)
         self.pretty = pretty
+        #: QOM property ``close-action``: "none" or "delete" (11.1)
+        self.close_action = "none"
+        #: the I/O thread's setup BH has not run yet (written by the main
+        #: loop and that BH, read by object-del)
+        self.setup_pending: QAtomic[bool] = QAtomic(False, "setup_pending")
+        #: chardev context only: close-action=delete has scheduled the delete
+        self.delete_pending = False
         self.parser: Optional[JSONMessageParser] = None
         #: the negotiation list until qmp_capabilities succeeds, then the full list
         self.commands: Optional[QmpCommandList] = None
@@ -123,7 +149,9 @@ class MonitorQMP(Monitor):
 class MonitorHMP(Monitor):
     """A human monitor (struct MonitorHMP)."""
 
-    def __init__(self, use_readline: bool, skip_flush: bool = False) -> None:
+    TYPE = "monitor-hmp"
+
+    def __init__(self, use_readline: bool = True, skip_flush: bool = False) -> None:
         super().__init__(is_qmp=False, skip_flush=skip_flush, use_io_thread=False)
         self.use_readline = use_readline
         self.rs: Optional[ReadLineState] = None

@@ -33,6 +33,7 @@ from chardev.char_fe import (
     qemu_chr_fe_init,
     qemu_chr_fe_remove_watch,
     qemu_chr_fe_set_handlers,
+    qemu_chr_fe_set_open,
 )
 from monitor.fds import monitor_fdsets_cleanup
 from monitor.monitor import (
@@ -63,7 +64,7 @@ from monitor.trace import (
     trace_monitor_qmp_in_band_enqueue,
     trace_monitor_qmp_respond,
 )
-from qapi.error import ErrorClass, QapiError
+from qapi.error import ErrorClass, QapiError, error_setg
 from qapi.json_streamer import JSONError, JSONMessageParser
 from qapi.json_writer import to_json
 from qapi.qmp_dispatch import (
@@ -72,12 +73,14 @@ from qapi.qmp_dispatch import (
     qmp_error_response,
     qmp_is_oob,
 )
+from qom.object import object_get_canonical_path_component, object_ref, object_unref
 from util.aio import AioContext, aio_bh_schedule_oneshot, aio_co_wake, run_in_context
 from util.atomic import qatomic_dec, qatomic_inc, qatomic_read, qatomic_set, qatomic_xchg
 from util.bugs import BUG
 from util.coroutine import qemu_coroutine_yield
+from util.error_report import error_report
 from util.iothread import iothread_get_aio_context
-from util.main_loop import iohandler_get_aio_context
+from util.main_loop import iohandler_get_aio_context, qemu_get_aio_context
 from util.markers import coroutine_fn
 
 #: QMPCapability, in enum order (the greeting lists offered ones in this order)
@@ -484,7 +487,14 @@ def qmp_greeting(mon: MonitorQMP) -> dict[str, Any]:
 
 
 def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
-    """Chardev events: greet a new client; forget everything of a gone one."""
+    """Chardev events: greet a new client; forget everything of a gone one.
+
+    With close-action=delete (11.1) a CLOSED schedules the monitor's own
+    deletion; from then on open/close events are ignored, so a client that
+    reconnects at once cannot revive a monitor being deleted.
+    """
+    if mon.delete_pending:
+        return
     if event == CHR_EVENT_OPENED:
         g = monitor_globals()
         with mon.mon_lock:  # a checked reply (monitor_qmp_respond) sees one or the other
@@ -504,6 +514,17 @@ def monitor_qmp_event(mon: MonitorQMP, event: int) -> None:
         monitor_qmp_cleanup_queue_and_resume(mon)
         mon.parser = JSONMessageParser()
         monitor_qmp_client_gone(mon)
+        if mon.close_action == "delete":
+            mon.delete_pending = True
+            # in the main context, where object-del runs; the reference
+            # keeps the monitor alive if an object-del overtakes the BH
+            object_ref(mon)
+            aio_bh_schedule_oneshot(
+                qemu_get_aio_context(),
+                monitor_qmp_self_delete_bh,
+                mon,
+                "monitor_qmp_self_delete_bh",
+            )
 
 
 def monitor_qmp_client_gone(mon: MonitorQMP) -> None:
@@ -544,6 +565,7 @@ def monitor_qmp_setup_handlers_bh(mon: MonitorQMP) -> None:
     assert mon.use_io_thread and g.mon_iothread is not None
     monitor_qmp_set_handlers(mon, iothread_get_aio_context(g.mon_iothread))
     monitor_list_append(mon)
+    qatomic_set(mon.setup_pending, False)
 
 
 def monitor_init_qmp(
@@ -568,6 +590,16 @@ def monitor_init_qmp(
     mon.id = mon_id
     mon.dynamic = dynamic
     mon.session_generation_check = session_check
+    monitor_qmp_setup(mon, chr)
+    return mon
+
+
+def monitor_qmp_setup(mon: MonitorQMP, chr: Chardev) -> None:
+    """Attach ``mon`` to ``chr`` and start serving it (both designs).
+
+    With the I/O thread the handlers are installed, and the monitor joins
+    mon_list, from a BH there; until it runs ``setup_pending`` is set.
+    """
     # QEMU starts with no command list, which event broadcast treats as
     # "negotiated"; starting in negotiation mode keeps events away from a
     # client that has not been greeted yet.
@@ -586,6 +618,7 @@ def monitor_init_qmp(
         # removes the read watch here (remove_fd_in_watch), leaving a window
         # in which a client that connects early is served by two threads.
         qemu_chr_be_update_read_handlers(chr, iothread_get_aio_context(g.mon_iothread))
+        qatomic_set(mon.setup_pending, True)
         aio_bh_schedule_oneshot(
             iothread_get_aio_context(g.mon_iothread),
             monitor_qmp_setup_handlers_bh,
@@ -596,38 +629,56 @@ def monitor_init_qmp(
     else:
         monitor_qmp_set_handlers(mon, None)
         monitor_list_append(mon)
-    return mon
 
 
-# ---------------------------------------------------------------- hotplug removal
+# ---------------------------------------------------------------- removal
+#
+# Two designs take a QMP monitor apart.  Seed 001's monitor-remove (the
+# proposed, unmerged series) and QEMU 11.1's object-del share the steps that
+# do the same thing: unlinking (monitor_qmp_unlink), cancelling the output
+# watch (monitor_cancel_out_watch), detaching the handlers in the chardev's
+# context, and dropping queued requests (monitor_qmp_drain_queue).  Where
+# they differ, each says so:
+#
+# * self-removal: monitor-remove defers destruction to the dispatcher,
+#   which destroys the monitor after its reply; object-del refuses
+#   ("Cannot delete the current QMP monitor");
+# * setup not done yet: object-del refuses ("monitor is still
+#   initializing"); monitor-remove goes ahead, and the setup BH, still
+#   queued, later links the destroyed monitor back into mon_list (bugs.md
+#   23.4, left as the series had it);
+# * the client: monitor-remove cuts it off; object-del leaves the
+#   connection to the chardev (chardev-remove ends it);
+# * object-del then marks the frontend closed and cancels again, waits for
+#   a barrier BH in the I/O thread and drains a second time (races 4-5 of
+#   hotplug.md section 4, which monitor-remove leaves open).
 
 
-def monitor_qmp_remove(mon: MonitorQMP) -> None:
-    """Take ``mon`` apart in the order that keeps every thread safe.
-
-    1. Under monitor_lock: mark it dead and unlink it, so event broadcasts
-       and the dispatcher's pop no longer see it.
-    2-4. In the chardev's own context (the I/O thread for sockets), so no
-       read is in progress meanwhile: cancel a pending output watch while
-       its context is still the right one, detach the chardev handlers, and
-       drop requests a read already queued (no replies; no resume, it is
-       going away).
-    5. Destroy, unless the dispatcher is running this very monitor's
-       request (a monitor removing itself): then the dispatcher destroys it
-       once the reply is written.
-    """
+def monitor_qmp_unlink(mon: MonitorQMP) -> None:
+    """Step 1, both designs: off mon_list (and the id table) under
+    monitor_lock, so event broadcasts and the dispatcher's pop no longer
+    see it."""
     g = monitor_globals()
-    removing_itself = qatomic_read(g.dispatcher_servicing) is mon
     with g.monitor_lock:
-        qatomic_set(mon.dead, True)
         if mon in g.mon_list:
             g.mon_list.remove(mon)
-        if mon.id is not None:
-            g.mon_ids.pop(mon.id, None)
-    ctx = monitor_chardev_context(mon)
-    run_in_context(ctx, _monitor_qmp_detach, (mon, removing_itself))
-    if not removing_itself:
-        monitor_data_destroy(mon)
+        if mon.id is not None and g.mon_ids.get(mon.id) is mon:
+            del g.mon_ids[mon.id]
+
+
+def monitor_cancel_out_watch(mon: MonitorQMP) -> None:
+    """Remove a pending output watch; caller holds mon_lock and runs in the
+    chardev's context (the watch's own)."""
+    if mon.out_watch:
+        qemu_chr_fe_remove_watch(mon.chr, mon.out_watch)
+        mon.out_watch = 0
+
+
+def monitor_qmp_drain_queue(mon: MonitorQMP) -> None:
+    """Drop queued requests unanswered (a read in flight may have queued
+    them after the unlink; no dispatcher will pop them)."""
+    with mon.qmp_queue_lock:
+        monitor_qmp_requests_clear(monitor_globals(), mon)
 
 
 def monitor_chardev_context(mon: MonitorQMP) -> AioContext:
@@ -637,12 +688,34 @@ def monitor_chardev_context(mon: MonitorQMP) -> AioContext:
     return iohandler_get_aio_context()
 
 
+def monitor_qmp_remove(mon: MonitorQMP) -> None:
+    """Seed 001's monitor-remove: take ``mon`` apart in the order that keeps
+    every thread safe.
+
+    1. Mark it dead (the dispatcher looks) and unlink it.
+    2-4. In the chardev's own context (the I/O thread for sockets), so no
+       read is in progress meanwhile: cancel a pending output watch while
+       its context is still the right one, detach the chardev handlers, cut
+       the client off, and drop requests a read already queued (no replies;
+       no resume, it is going away).
+    5. Destroy, unless the dispatcher is running this very monitor's
+       request (a monitor removing itself): then the dispatcher destroys it
+       once the reply is written.
+    """
+    g = monitor_globals()
+    removing_itself = qatomic_read(g.dispatcher_servicing) is mon
+    qatomic_set(mon.dead, True)
+    monitor_qmp_unlink(mon)
+    ctx = monitor_chardev_context(mon)
+    run_in_context(ctx, _monitor_qmp_detach, (mon, removing_itself))
+    if not removing_itself:
+        monitor_data_destroy(mon)
+
+
 def _monitor_qmp_detach(args: tuple[MonitorQMP, bool]) -> None:
     mon, removing_itself = args
     with mon.mon_lock:
-        if mon.out_watch:
-            qemu_chr_fe_remove_watch(mon.chr, mon.out_watch)
-            mon.out_watch = 0
+        monitor_cancel_out_watch(mon)
         if not removing_itself:
             mon.outbuf.clear()  # output for a client being cut off is lost
     if removing_itself:
@@ -654,8 +727,7 @@ def _monitor_qmp_detach(args: tuple[MonitorQMP, bool]) -> None:
         qemu_chr_fe_set_handlers(mon.chr, None, None, None, None, None, None, True)
         qemu_chr_fe_disconnect(mon.chr)
         monitor_qmp_client_gone(mon)  # no CLOSED reaches a detached monitor
-    with mon.qmp_queue_lock:
-        monitor_qmp_requests_clear(monitor_globals(), mon)
+    monitor_qmp_drain_queue(mon)
 
 
 def monitor_qmp_destroy_removed(mon: MonitorQMP) -> None:
@@ -666,9 +738,73 @@ def monitor_qmp_destroy_removed(mon: MonitorQMP) -> None:
 def _monitor_qmp_teardown(mon: MonitorQMP) -> None:
     with mon.mon_lock:
         monitor_flush_locked(mon)
-        if mon.out_watch:
-            qemu_chr_fe_remove_watch(mon.chr, mon.out_watch)
-            mon.out_watch = 0
+        monitor_cancel_out_watch(mon)
     qemu_chr_fe_disconnect(mon.chr)
     monitor_qmp_client_gone(mon)
     monitor_data_destroy(mon)
+
+
+def monitor_qmp_prepare_delete(mon: MonitorQMP) -> None:
+    """QEMU 11.1's object-del of a monitor-qmp (monitor_qmp_prepare_delete).
+
+    Refuses the monitor whose request is running and one whose I/O-thread
+    setup has not run; then unlinks, cancels the watch and detaches the
+    handlers in the chardev's context (shared with monitor-remove), drains,
+    marks the frontend closed and cancels again (a flush that raced can no
+    longer arm a watch), waits for a no-op BH in the I/O thread so every
+    callback in flight there has finished, and drains again.  The object is
+    finalised when object-del unparents it.
+    """
+    g = monitor_globals()
+    if qatomic_read(g.dispatcher_servicing) is mon:
+        raise error_setg("Cannot delete the current QMP monitor")
+    if qatomic_read(mon.setup_pending):
+        raise error_setg("monitor is still initializing")
+    monitor_qmp_unlink(mon)
+    run_in_context(monitor_chardev_context(mon), _monitor_qmp_disconnect_handlers, mon)
+    monitor_qmp_drain_queue(mon)
+    with mon.mon_lock:
+        # the chardev now lives in the main loop's context: this thread's
+        qemu_chr_fe_set_open(mon.chr, False)
+        monitor_cancel_out_watch(mon)
+    if mon.use_io_thread and g.mon_iothread is not None:
+        run_in_context(iothread_get_aio_context(g.mon_iothread), monitor_qmp_iothread_quiesce, None)
+    monitor_qmp_drain_queue(mon)
+    monitor_fdsets_cleanup()
+
+
+def _monitor_qmp_disconnect_handlers(mon: MonitorQMP) -> None:
+    with mon.mon_lock:
+        monitor_cancel_out_watch(mon)
+    qemu_chr_fe_set_handlers(mon.chr, None, None, None, None, None, None, True)
+    monitor_qmp_client_gone(mon)  # no CLOSED reaches a detached monitor
+
+
+def monitor_qmp_iothread_quiesce(opaque: None) -> None:
+    """No-op: a barrier, run in the I/O thread after what was queued there."""
+
+
+def monitor_qmp_self_delete_bh(mon: MonitorQMP) -> None:
+    """close-action=delete, in the main loop: delete the object, then its
+    chardev.  An object-del that ran first left it without a path: then
+    only the reference taken at CLOSED is dropped."""
+    from chardev.char_qmp import qmp_chardev_remove
+    from qom.object_interfaces import user_creatable_del
+
+    mon_id = object_get_canonical_path_component(mon)
+    if mon_id is None:
+        object_unref(mon)
+        return
+    chardev_id = mon.chardev_id
+    try:
+        user_creatable_del(mon_id)
+    except QapiError as e:
+        object_unref(mon)
+        error_report(e.desc)
+        return
+    object_unref(mon)
+    if chardev_id is not None:
+        try:
+            qmp_chardev_remove(chardev_id)
+        except QapiError:
+            pass  # QEMU ignores this error too

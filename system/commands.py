@@ -12,8 +12,10 @@ from __future__ import annotations
 import chardev.char_qmp
 import monitor.fds
 import monitor.hotplug
+import monitor.monitor_qom
 import monitor.qmp_cmds
 import monitor.qmp_cmds_control
+import qom.qom_qmp_cmds
 import system.machine
 import system.migration
 import system.qdev_monitor
@@ -28,6 +30,7 @@ HANDLER_PROVIDERS = (
     monitor.qmp_cmds,
     monitor.fds,
     monitor.hotplug,
+    qom.qom_qmp_cmds,
     chardev.char_qmp,
     system.runstate,
     system.machine,

@@ -32,6 +32,10 @@ SHARED = [n for n, e in OURS.items() if n in QEMU_72 and e["meta-type"] in ("com
 
 def test_everything_qemu_has_is_compared() -> None:
     emulator_only = {"monitor-add", "monitor-remove", "query-monitors"}
+    # QEMU 11.1's shape (only the monitor types): the 7.2 capture has none of it
+    emulator_only |= {"object-add"}
+    # not in the 7.2 capture; test_introspect_qemu compares them with a live QEMU
+    emulator_only |= {"qom-list", "qom-get", "qom-list-types", "object-del"}
     emulator_only |= {"x-oob-test", "x-debug-emit-event", "x-debug-co-sleep"}
     entities = {c.name for c in qapi_schema().commands()} | {e.name for e in qapi_schema().events()}
     assert set(SHARED) == entities - emulator_only

@@ -30,6 +30,8 @@ REQUIRED_COMMANDS = {
     "ringbuf-write", "ringbuf-read", "chardev-send-break",
     # hotplug (proposed upstream design)
     "monitor-add", "monitor-remove", "query-monitors",
+    # QOM (object-add with QEMU 11.1's monitor types)
+    "qom-list", "qom-get", "qom-list-types", "object-add", "object-del",
     # emulator-only
     "x-oob-test", "x-debug-emit-event", "x-debug-co-sleep",
 }  # fmt: skip
@@ -61,6 +63,7 @@ def test_command_flags_match_qemu() -> None:
         "qmp_capabilities", "query-version", "query-commands", "query-qmp-schema",
         "query-name", "query-status", "query-uuid", "query-iothreads", "query-chardev",
         "quit", "x-exit-preconfig", "query-monitors",
+        "qom-list", "qom-get", "qom-list-types", "object-add", "object-del",
     }  # fmt: skip
     assert all(c.success_response for c in schema.commands())
 

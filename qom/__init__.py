@@ -1,0 +1,1 @@
+"""qom package: the QEMU Object Model subset monitors need."""
