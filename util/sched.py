@@ -41,10 +41,11 @@ are the scheduler's own and are never held across a hand-off.
 
 from __future__ import annotations
 
-import sys
 import threading
-import traceback
 from typing import Any, Callable, Optional
+
+from util.sched_report import stuck_reason, uncontrolled_reason, wait_cycle
+from util.sched_wait import CondWait, EventWait, JoinWait, MutexWait, PollWait, Wait
 
 #: thread names QEMU gives its threads, turned into short actor labels
 _LABELS = (("IO mon_iothread", "io"), ("MainThread", "main"))
@@ -61,84 +62,6 @@ class SchedFailure(Exception):
 
 
 # ---------------------------------------------------------------- waits
-
-
-class Wait:
-    """What a blocked actor waits for; ``deadline`` in virtual ns, or None."""
-
-    __slots__ = ("deadline", "op")
-
-    def __init__(self, op: str, deadline: Optional[int]) -> None:
-        self.op = op
-        self.deadline = deadline
-
-    def ready(self) -> bool:
-        return False
-
-    def what(self) -> str:
-        return self.op
-
-
-class MutexWait(Wait):
-    __slots__ = ("mutex",)
-
-    def __init__(self, op: str, mutex: Any) -> None:
-        super().__init__(op, None)
-        self.mutex = mutex
-
-    def ready(self) -> bool:
-        return not self.mutex._lock.locked()
-
-
-class CondWait(Wait):
-    __slots__ = ("cond", "signalled")
-
-    def __init__(self, op: str, cond: Any, deadline: Optional[int]) -> None:
-        super().__init__(op, deadline)
-        self.cond = cond
-        self.signalled = False
-
-    def ready(self) -> bool:
-        return self.signalled
-
-
-class EventWait(Wait):
-    __slots__ = ("event",)
-
-    def __init__(self, op: str, event: Any, deadline: Optional[int]) -> None:
-        super().__init__(op, deadline)
-        self.event = event
-
-    def ready(self) -> bool:
-        return bool(self.event.is_set())
-
-
-class JoinWait(Wait):
-    __slots__ = ("actor",)
-
-    def __init__(self, op: str, actor: Actor) -> None:
-        super().__init__(op, None)
-        self.actor = actor
-
-    def ready(self) -> bool:
-        return self.actor.finished
-
-
-class PollWait(Wait):
-    """An idle poller: runnable once its epoll has something ready."""
-
-    __slots__ = ("epoll",)
-
-    def __init__(self, op: str, epoll: Any, deadline: Optional[int]) -> None:
-        super().__init__(op, deadline)
-        self.epoll = epoll
-
-    def ready(self) -> bool:
-        # level-triggered: looking does not consume what the poller will get
-        return bool(self.epoll.poll(0))
-
-
-# ---------------------------------------------------------------- actors
 
 
 class Actor:
@@ -371,7 +294,7 @@ class Sched:
         anchor = self._count(me, "wait " + wait.op, label)
         me.wait = wait
         if isinstance(wait, (MutexWait, JoinWait)):
-            cycle = self._mutex_cycle(me)
+            cycle = wait_cycle(self, me)
             if cycle:
                 self.fail("deadlock: " + cycle)
         try:
@@ -445,7 +368,7 @@ class Sched:
             if not a.finished and a.wait is not None and a.wait.deadline is not None
         ]
         if not deadlines:
-            self.fail(self._stuck_reason())
+            self.fail(stuck_reason(self))
         self.now_ns = max(self.now_ns, min(deadlines))
         d._cands = None
         if not d.candidates:
@@ -461,78 +384,6 @@ class Sched:
         if handler is not None:
             handler(reason)
         raise SchedFailure(reason)
-
-    def _owner_of(self, mutex: Any) -> tuple[Optional[Actor], Optional[str]]:
-        """The actor holding ``mutex``, and the coroutine that took it if that
-        coroutine is not the one running in its thread (it is parked)."""
-        owner = mutex.owner
-        if owner is None:
-            return None, None
-        actor = next((a for a in self.actors if a.ident == owner.ident), None)
-        parked = None
-        for entry in owner:
-            if entry[0] is mutex:
-                from util.coroutine import coroutine_parked_name
-
-                parked = coroutine_parked_name(entry[3])
-        return actor, parked
-
-    def _mutex_cycle(self, start: Actor) -> Optional[str]:
-        """If the waits from ``start`` lead back to it, describe the cycle.
-
-        The wait-for edges: a mutex wait points at the mutex's holder (or
-        at the parked coroutine holding it), a join at the thread joined.
-        Events and conditions have no owner, so they end a chain (a stuck
-        run through them is a hang, reported with every thread's wait).
-        """
-        steps = []
-        actor = start
-        seen: set[int] = set()
-        while isinstance(actor.wait, (MutexWait, JoinWait)):
-            if actor.index in seen:
-                break
-            seen.add(actor.index)
-            if isinstance(actor.wait, JoinWait):
-                owner = actor.wait.actor
-                steps.append(f"{actor.label} waits for thread {owner.label} to end")
-            else:
-                m = actor.wait.mutex
-                owner_or_none, parked = self._owner_of(m)
-                lab = self.label_of(m)[0]
-                if owner_or_none is None:
-                    return None
-                owner = owner_or_none
-                if parked is not None and owner is actor:
-                    steps.append(
-                        f"{actor.label} waits for {lab} held by coroutine {parked}, "
-                        f"parked in {actor.label}, which only {actor.label} can resume"
-                    )
-                    return "; ".join(steps)
-                holder = owner.label if parked is None else f"coroutine {parked} of {owner.label}"
-                steps.append(f"{actor.label} waits for {lab} held by {holder}")
-            if owner is start:
-                return "; ".join(steps)
-            actor = owner
-        return None
-
-    def _stuck_reason(self) -> str:
-        for a in self.actors:
-            if not a.finished and isinstance(a.wait, (MutexWait, JoinWait)):
-                cycle = self._mutex_cycle(a)
-                if cycle:
-                    return "deadlock: " + cycle
-        waits = []
-        for a in self.actors:
-            if not a.finished and a.wait is not None:
-                what = a.wait.what()
-                if isinstance(a.wait, MutexWait):
-                    owner, parked = self._owner_of(a.wait.mutex)
-                    if parked is not None:
-                        what += f" (held by parked coroutine {parked})"
-                    elif owner is not None:
-                        what += f" (held by {owner.label})"
-                waits.append(f"{a.label} {what}")
-        return "hang: every thread is blocked: " + "; ".join(waits)
 
     # ------------------------------------------------------------ watchdog
 
@@ -553,15 +404,7 @@ class Sched:
         self._watchdog.start()
 
     def _report_uncontrolled(self) -> None:
-        cur = self.current
-        frames = sys._current_frames()
-        frame = frames.get(cur.ident) if cur is not None and cur.ident is not None else None
-        where = "unknown"
-        if frame is not None:
-            stack = traceback.extract_stack(frame)[-4:]
-            where = " <- ".join(f"{f.name} ({f.filename}:{f.lineno})" for f in reversed(stack))
-        label = cur.label if cur is not None else "?"
-        reason = f"hang: {label} blocked outside the scheduler at {where}"
+        reason = uncontrolled_reason(self)
         self.failure = self.failure or reason
         if self.on_failure is not None:
             self.on_failure(reason)

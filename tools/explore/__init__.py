@@ -1,0 +1,2 @@
+"""The explorer: deterministic, replayable interleavings of the whole
+emulator (docs/explorer.md)."""
