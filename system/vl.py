@@ -14,15 +14,9 @@ import os
 import sys
 from typing import Callable, Optional
 
-from chardev.char import (
-    Chardev,
-    qemu_chardev_opts,
-    qemu_chr_cleanup,
-    qemu_chr_new_from_opts,
-    qemu_chr_parse_compat,
-    qemu_chr_state,
-)
+from chardev.char import Chardev, qemu_chr_cleanup, qemu_chr_state
 from chardev.char_mux import resume_mux_open, suspend_mux_open
+from chardev.char_opts import qemu_chardev_opts, qemu_chr_new_from_opts, qemu_chr_parse_compat
 from monitor.monitor import (
     monitor_cleanup,
     monitor_init_globals,
