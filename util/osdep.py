@@ -82,6 +82,20 @@ def qemu_poll_fds(
     return poller.poll(None if timeout is None else timeout * 1000)
 
 
+def qemu_get_pid_name(pid: int) -> Optional[str]:
+    """The program of process ``pid``: its ``/proc/PID/cmdline`` up to the first NUL.
+
+    None if the process is gone or unreadable (QEMU then says
+    ``<unknown process>``).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
 class FdHangupNotifier:
     """Readable exactly while one of the watched fds reports HUP or ERR.
 
