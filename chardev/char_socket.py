@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import enum
 import errno
-import os
 import socket
-from array import array
 from typing import Any, Optional
 
+from chardev.channel_socket import qio_channel_shutdown, qio_channel_socket_readv
 from chardev.char import (
     CHR_EVENT_BREAK,
     CHR_EVENT_CLOSED,
@@ -51,6 +50,8 @@ from chardev.char import (
     type_register,
 )
 from chardev.char_io import CHR_READ_BUF_LEN, G_IO_OUT, WatchFunc, io_channel_send
+from chardev.char_socket_opts import qemu_chr_parse_socket, qmp_chardev_validate_socket
+from chardev.net_listener import QIONetListener
 from chardev.sockets import (
     SockAddr,
     SocketAddress,
@@ -58,19 +59,12 @@ from chardev.sockets import (
     socket_connect,
     socket_connect_error,
     socket_connect_targets,
-    socket_listen,
-    socket_listen_cleanup,
-    socket_local_address,
 )
 from qapi.error import QapiError, error_setg
 from util.error_report import error_report
 from util.osdep import POLLOUT, FdHangupNotifier, qemu_close_fds, qemu_poll_fd
 from util.qemu_option import (
     QemuOpts,
-    qemu_opt_find,
-    qemu_opt_get,
-    qemu_opt_get_bool,
-    qemu_opt_get_number,
 )
 from util.trace import trace_event
 from util.yank import (
@@ -86,11 +80,6 @@ trace_chr_socket_recv_err = trace_event("chr_socket_recv_err", "label", "err")
 trace_chr_socket_recv_eof = trace_event("chr_socket_recv_eof", "label")
 trace_chr_socket_disconnect = trace_event("chr_socket_disconnect", "label")
 trace_chr_socket_hangup = trace_event("chr_socket_hangup", "label")
-
-#: At most this many fds are taken from one message (TCP_MAX_FDS).
-TCP_MAX_FDS = 16
-#: room for that many fds' control message, as recvmsg wants it
-_MSGFDS_SPACE = socket.CMSG_SPACE(TCP_MAX_FDS * 4)
 
 # telnet (RFC 854) commands
 IAC = 0xFF
@@ -182,7 +171,7 @@ class SocketChardev(Chardev):
         self.telnet_init = bytearray()
         self.do_nodelay = False
         self.reconnect_time_ms = 0
-        self.listener: Optional[socket.socket] = None
+        self.listener: Optional[QIONetListener] = None
         self.connecting: Optional[_Connecting] = None
         self.connect_err_reported = False
         self.registered_yank = False
@@ -201,20 +190,7 @@ class SocketChardev(Chardev):
 
     @classmethod
     def parse(cls, opts: QemuOpts, data: dict[str, Any]) -> None:
-        path, host = qemu_opt_get(opts, "path"), qemu_opt_get(opts, "host")
-        port, fd = qemu_opt_get(opts, "port"), qemu_opt_get(opts, "fd")
-        if (path is not None) + (fd is not None) + (host is not None) > 1:
-            raise error_setg("None or one of 'path', 'fd' or 'host' option required.")
-        if host is not None and port is None:
-            raise error_setg("chardev: socket: no port given")
-        if path is None and host is None:
-            raise error_setg("Unable to parse FD number %s", fd or "")
-        _parse_flags(opts, data)
-        if path is not None:
-            data["addr"] = {"type": "unix", "data": _parse_unix(opts, path)}
-        else:
-            assert host is not None and port is not None
-            data["addr"] = {"type": "inet", "data": _parse_inet(opts, host, port)}
+        qemu_chr_parse_socket(opts, data)
 
     def open(self, data: dict[str, Any]) -> bool:
         """qmp_chardev_open_socket: validate, listen or connect; never open yet."""
@@ -227,7 +203,7 @@ class SocketChardev(Chardev):
         if data.get("tls-creds") is not None:
             raise error_setg("No TLS credentials with id '%s'", data["tls-creds"])
         self.addr = socket_address_flatten(data["addr"])
-        _validate(data, self.is_listen)
+        qmp_chardev_validate_socket(data, self.is_listen)
         qemu_chr_set_feature(self, QEMU_CHAR_FEATURE_RECONNECTABLE)
         if self.addr["type"] == "unix":
             qemu_chr_set_feature(self, QEMU_CHAR_FEATURE_FD_PASS)
@@ -280,9 +256,9 @@ class SocketChardev(Chardev):
     # ------------------------------------------------------------ server
 
     def _open_server(self, wait: bool) -> None:
-        self.listener = socket_listen(self.addr, 1)
-        self.listener.setblocking(False)
-        self.addr = socket_local_address(self.listener, self.addr)
+        self.listener = QIONetListener(self.sources)
+        self.listener.open_sync(self.addr, 1)
+        self.addr = self.listener.local_address(self.addr)
         self._update_disconnected_filename()
         if wait:
             self._accept_server_sync()
@@ -292,7 +268,7 @@ class SocketChardev(Chardev):
     def _listen(self, on: bool) -> None:
         """Accept clients, or leave them in the backlog (one at a time)."""
         if self.listener is not None:
-            self.sources.set_reader(self.listener.fileno(), self._tcp_chr_accept if on else None)
+            self.listener.set_client_func(self._tcp_chr_accept if on else None)
 
     def _accept_server_sync(self) -> None:
         """wait=on: block the calling thread until the first client comes."""
@@ -300,20 +276,10 @@ class SocketChardev(Chardev):
         chr_info_report(f"QEMU waiting for connection on: {self.filename}")
         with self.chr_write_lock:
             self.state = CONNECTING
-        self.listener.setblocking(True)
-        try:
-            sock, _ = self.listener.accept()
-        finally:
-            self.listener.setblocking(False)
-        self._new_client(sock)
+        self._new_client(self.listener.wait_client())
 
-    def _tcp_chr_accept(self) -> None:
-        """The listening socket is readable (context thread)."""
-        assert self.listener is not None
-        try:
-            sock, _ = self.listener.accept()
-        except OSError:
-            return
+    def _tcp_chr_accept(self, sock: socket.socket) -> None:
+        """A client came to one of the listening sockets (context thread)."""
         with self.chr_write_lock:
             self.state = CONNECTING
         self._new_client(sock)
@@ -417,7 +383,7 @@ class SocketChardev(Chardev):
         if self.do_nodelay and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(sock, sock.fileno())
-        yank_register_function(chardev_yank_instance(self.label), _yank_connection, sock)
+        yank_register_function(chardev_yank_instance(self.label), qio_channel_shutdown, sock)
         self._listen(False)
         with self.chr_write_lock:
             self.conn = conn
@@ -525,36 +491,26 @@ class SocketChardev(Chardev):
         self.chr_read_poll_update()
 
     def _recv(self, conn: _Conn, size: int) -> Optional[bytes]:
-        """A chunk; b"" at end of stream or on error; None if nothing yet."""
+        """A chunk; b"" at end of stream or on error; None if nothing yet.
+
+        Each message that brings fds replaces (and closes) those kept before.
+        """
         try:
-            if QEMU_CHAR_FEATURE_FD_PASS not in self.features:
-                data = conn.sock.recv(size)
-            else:
-                data, anc, _, _ = conn.sock.recvmsg(size, _MSGFDS_SPACE, socket.MSG_CMSG_CLOEXEC)
-                if anc:
-                    self._store_msgfds(anc)
+            data, fds = qio_channel_socket_readv(
+                conn.sock, size, QEMU_CHAR_FEATURE_FD_PASS in self.features
+            )
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as e:
             trace_chr_socket_recv_err(self.label, str(e))
             return b""
+        if fds:
+            with self.chr_write_lock:
+                old, self.read_msgfds = self.read_msgfds, fds
+            qemu_close_fds(old)
         if not data:
             trace_chr_socket_recv_eof(self.label)
         return data
-
-    def _store_msgfds(self, ancdata: list[tuple[int, int, bytes]]) -> None:
-        """Keep the fds of this message, closing those kept before."""
-        fds = array("i")
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        if not fds:
-            return
-        for fd in fds:
-            os.set_blocking(fd, True)  # O_NONBLOCK survives SCM_RIGHTS
-        with self.chr_write_lock:
-            old, self.read_msgfds = self.read_msgfds, list(fds)
-        qemu_close_fds(old)
 
     def get_msgfds(self, num: int) -> Optional[list[int]]:
         """tcp_get_msgfds: take up to ``num`` fds, close the others."""
@@ -649,7 +605,7 @@ class SocketChardev(Chardev):
         watches = self.sources.detach(conn.fd)
         if conn.opened and self.hup is not None:
             self.hup.unwatch(conn.fd)
-        yank_unregister_function(chardev_yank_instance(self.label), _yank_connection, conn.sock)
+        yank_unregister_function(chardev_yank_instance(self.label), qio_channel_shutdown, conn.sock)
         conn.sock.close()
         return watches
 
@@ -668,9 +624,7 @@ class SocketChardev(Chardev):
             self.connecting.result.close()
         self.connecting = None
         if self.listener is not None:
-            self.sources.detach(self.listener.fileno())
-            socket_listen_cleanup(self.listener)
-            self.listener.close()
+            self.listener.disconnect()
         if self.hup is not None:
             self.sources.detach(self.hup.fileno())
             self.hup.close()
@@ -679,72 +633,3 @@ class SocketChardev(Chardev):
             yank_unregister_instance(chardev_yank_instance(self.label))
         qemu_chr_be_event(self, CHR_EVENT_CLOSED)
         super().finalize()
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _yank_connection(sock: socket.socket) -> None:
-    """yank: cut the connection now; the read path then sees end of stream."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def _parse_flags(opts: QemuOpts, data: dict[str, Any]) -> None:
-    """The command-line flags of qemu_chr_parse_socket (QEMU 7.2 defaults)."""
-    if qemu_opt_get(opts, "delay") is not None and qemu_opt_get(opts, "nodelay") is not None:
-        raise error_setg("'delay' and 'nodelay' are mutually exclusive")
-    if qemu_opt_get(opts, "delay") is not None or qemu_opt_get(opts, "nodelay") is not None:
-        data["nodelay"] = not qemu_opt_get_bool(opts, "delay", True) or qemu_opt_get_bool(
-            opts, "nodelay", False
-        )
-    data["server"] = qemu_opt_get_bool(opts, "server", False)
-    for flag in ("telnet", "tn3270", "websocket"):
-        if qemu_opt_get(opts, flag) is not None:
-            data[flag] = qemu_opt_get_bool(opts, flag, False)
-    if qemu_opt_find(opts, "wait") is not None or data["server"]:
-        data["wait"] = qemu_opt_get_bool(opts, "wait", True)
-    if qemu_opt_find(opts, "reconnect") is not None:
-        data["reconnect"] = qemu_opt_get_number(opts, "reconnect", 0)
-    for name in ("tls-creds", "tls-authz"):
-        value = qemu_opt_get(opts, name)
-        if value is not None:
-            data[name] = value
-
-
-def _parse_unix(opts: QemuOpts, path: str) -> dict[str, Any]:
-    return {
-        "path": path,
-        "tight": qemu_opt_get_bool(opts, "tight", True),
-        "abstract": qemu_opt_get_bool(opts, "abstract", False),
-    }
-
-
-def _parse_inet(opts: QemuOpts, host: str, port: str) -> dict[str, Any]:
-    inet: dict[str, Any] = {"host": host, "port": port}
-    if qemu_opt_get(opts, "to") is not None:
-        inet["to"] = qemu_opt_get_number(opts, "to", 0)
-    for flag in ("ipv4", "ipv6"):
-        if qemu_opt_get(opts, flag) is not None:
-            inet[flag] = qemu_opt_get_bool(opts, flag, False)
-    return inet
-
-
-def _validate(data: dict[str, Any], is_listen: bool) -> None:
-    """qmp_chardev_validate_socket, and what the emulator does not implement."""
-    if data["addr"]["type"] == "unix" and data.get("tls-creds") is not None:
-        raise error_setg("'tls_creds' option is incompatible with 'unix' address type")
-    if data.get("tls-authz") is not None and data.get("tls-creds") is None:
-        raise error_setg("'tls_authz' option requires 'tls_creds' option")
-    if is_listen:
-        if "reconnect" in data:
-            raise error_setg("'reconnect' option is incompatible with socket in server listen mode")
-    else:
-        if data.get("websocket"):
-            raise error_setg("Websocket client is not implemented")
-        if "wait" in data:
-            raise error_setg("'wait' option is incompatible with socket in client connect mode")
-    if data.get("websocket"):
-        raise error_setg("the emulator does not implement the 'websocket' protocol")

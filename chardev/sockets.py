@@ -176,6 +176,21 @@ def inet_listen_saddr(addr: SocketAddress, num: int) -> socket.socket:
     raise error_setg("%s: %s", what, _strerror(last))
 
 
+def inet_resolve_listen(addr: SocketAddress) -> list[SocketAddress]:
+    """qio_dns_resolver_lookup_sync: one numeric address per getaddrinfo result.
+
+    An empty host asks for every passive address (``0.0.0.0`` and ``::``),
+    which is how QEMU listens dual-stack: one socket for each.
+    """
+    flags = socket.AI_PASSIVE
+    if addr.get("numeric"):
+        flags |= socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+    out: list[SocketAddress] = []
+    for _, _, _, _, sa in _getaddrinfo(addr, flags):
+        out.append({**addr, "host": sa[0], "port": str(sa[1]), "numeric": True})
+    return out
+
+
 def inet_connect_targets(addr: SocketAddress) -> list[tuple[int, SockAddr]]:
     """Where to connect, in getaddrinfo order: (family, sockaddr)."""
     flags = socket.AI_CANONNAME | socket.AI_ADDRCONFIG | socket.AI_V4MAPPED
@@ -209,6 +224,13 @@ def socket_listen(addr: SocketAddress, num: int) -> socket.socket:
     if addr["type"] == "unix":
         return unix_listen_saddr(addr, num)
     return inet_listen_saddr(addr, num)
+
+
+def socket_resolve_listen(addr: SocketAddress) -> list[SocketAddress]:
+    """The addresses a listener opens a socket for (one for UNIX)."""
+    if addr["type"] == "unix":
+        return [addr]
+    return inet_resolve_listen(addr)
 
 
 def socket_connect(addr: SocketAddress) -> socket.socket:

@@ -19,24 +19,26 @@ from system.vl import (
     qemu_main_loop,
     qemu_parse_args,
 )
+from util.compatfd import qemu_sigwait_start
 from util.error_report import error_log_init, error_report, error_set_progname
 from util.lockdep import lockdep_violations
 from util.main_loop import main_loop_initialised
 from util.thread import qemu_thread_get_cpu, qemu_thread_set_affinity
 
 
-def termsig_handler(signum: int, frame: object) -> None:
+def termsig_handler(signum: int, sender: int) -> None:
     """SIGINT/SIGTERM/SIGHUP: ask the main loop to shut down (host-signal).
 
-    Once the main loop has been torn down there is nothing left to ask.
+    Runs in the ``sigwait`` thread with the sender's pid (si_pid).  Once the
+    main loop has been torn down there is nothing left to ask.
     """
     if main_loop_initialised():
-        rs.qemu_system_killed(signum)
+        rs.qemu_system_killed(signum, sender)
 
 
 def os_setup_signal_handling() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, termsig_handler)
+    """Before any thread exists: the termination signals go to ``sigwait``."""
+    qemu_sigwait_start((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), termsig_handler)
 
 
 #: environment variable that turns the one-CPU placement off ("off")
@@ -171,8 +173,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         except PidfileError as e:
             error_report(f"cannot create PID file: {e}")
             return 1
+    os_setup_cpu_affinity()  # first: threads inherit the placement
     os_setup_signal_handling()
-    os_setup_cpu_affinity()
     try:
         try:
             qemu_init(config)

@@ -15,6 +15,7 @@ from qapi.error import error_setg
 from util.error_report import error_report
 from util.main_loop import qemu_notify_event
 from util.markers import requires_bql
+from util.osdep import qemu_get_pid_name
 from util.timer import cpu_disable_ticks, cpu_enable_ticks
 
 
@@ -78,6 +79,8 @@ class RunStateGlobals:
         self.autostart = autostart
         #: the signal that asked for shutdown, reported when acted on
         self.shutdown_signal: Optional[int] = None
+        #: the sender of shutdown_signal (si_pid; 0 when the kernel sent it)
+        self.shutdown_pid = 0
         #: creates the vCPUs when the machine is initialised (qemu_init_board)
         self.board_init: Optional[Callable[[], None]] = None
         #: system/cpus.py's handshakes once there are vCPUs; without any,
@@ -169,12 +172,15 @@ def qemu_system_shutdown_request(cause: ShutdownCause) -> None:
     qemu_notify_event()
 
 
-def qemu_system_killed(signum: int) -> None:
+def qemu_system_killed(signum: int, pid: int = 0) -> None:
     """SIGINT/SIGTERM/SIGHUP: shut down with reason host-signal (no quit reply).
 
-    Runs in the signal handler: only records and kicks the main loop.
+    Runs in the ``sigwait`` thread (util/compatfd.py): only records and kicks
+    the main loop.  ``pid`` is the sender (0: the kernel, e.g. Ctrl-C).
     """
-    runstate().shutdown_signal = signum
+    state = runstate()
+    state.shutdown_pid = pid
+    state.shutdown_signal = signum
     qemu_system_shutdown_request(ShutdownCause.HOST_SIGNAL)
 
 
@@ -197,6 +203,16 @@ def _shutdown_event_data(cause: ShutdownCause) -> dict[str, Any]:
     return {"guest": guest, "reason": cause.value}
 
 
+def _terminating_message(signum: int, pid: int) -> str:
+    """QEMU's words for a signal, naming the sender when the kernel told it."""
+    if pid == 0:
+        return f"terminating on signal {signum}"
+    name = qemu_get_pid_name(pid)
+    if name is None:
+        name = "<unknown process>"
+    return f"terminating on signal {signum} from pid {pid} ({name})"
+
+
 @requires_bql
 def main_loop_should_exit() -> bool:
     """Act on pending requests; True when the process should leave the loop."""
@@ -205,7 +221,7 @@ def main_loop_should_exit() -> bool:
         cause = rs.shutdown_requested
         rs.shutdown_requested = None
         if rs.shutdown_signal is not None:
-            error_report(f"terminating on signal {rs.shutdown_signal}")
+            error_report(_terminating_message(rs.shutdown_signal, rs.shutdown_pid))
             rs.shutdown_signal = None
         qapi_event_send("SHUTDOWN", _shutdown_event_data(cause))
         return True

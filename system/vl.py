@@ -14,15 +14,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
-from chardev.char import (
-    Chardev,
-    qemu_chardev_opts,
-    qemu_chr_cleanup,
-    qemu_chr_new_from_opts,
-    qemu_chr_parse_compat,
-    qemu_chr_state,
-)
+from chardev.char import Chardev, qemu_chr_cleanup, qemu_chr_state
 from chardev.char_mux import resume_mux_open, suspend_mux_open
+from chardev.char_opts import qemu_chardev_opts, qemu_chr_new_from_opts, qemu_chr_parse_compat
 from monitor.eras import era_select
 from monitor.monitor import (
     monitor_cleanup,
@@ -442,12 +436,12 @@ def configure_traces(config: VlConfig) -> None:
 
     The backend follows the file name: ``.json`` Chrome/Perfetto JSON,
     ``.jsonl`` the record file, anything else the log backend
-    (util/trace_chrome.py's trace_init_output, imported only here: a run
+    (util/trace_output.py's trace_init_output, imported only here: a run
     without -trace never loads the file backends).
     """
     if not config.traces:
         return
-    from util.trace_chrome import trace_init_output
+    from util.trace_output import trace_init_output
 
     lst = qemu_trace_opts()
     for loc, optarg in config.traces:
@@ -576,7 +570,7 @@ def qemu_cleanup(config: VlConfig) -> None:
         rcu.rcu_cleanup()
     qemu_main_loop_cleanup()
     if config.traces:
-        from util.trace_chrome import trace_output_close
+        from util.trace_output import trace_output_close
 
         trace_output_close()  # every thread has stopped: the Chrome JSON is complete
     if config.default_qmp_path:

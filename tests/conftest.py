@@ -8,11 +8,13 @@ and the lock-order checker saw no violation.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from util.aio import live_aio_contexts
 from util.coroutine import live_coroutines
@@ -26,6 +28,16 @@ from util.main_loop import (
 )
 from util.timer import qemu_clock_set_manual
 from util.trace import trace_disable_all, trace_log_close, trace_memory_stop
+
+# Hypothesis: a bounded profile for the normal run; HYPOTHESIS_PROFILE=long
+# for a longer search (the fuzz tests take their example counts from it).
+settings.register_profile(
+    "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 class CallbackErrors(list):  # type: ignore[type-arg]

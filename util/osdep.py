@@ -8,7 +8,8 @@ that polling stays in util/ (DESIGN.md's one rule):
   that gets False treats the fd as always ready instead of registering it
   with an AioContext.
 * :func:`qemu_poll_fd` -- a blocking wait for one fd (``poll(2)``), used
-  where QEMU retries a write until it fits (``qemu_chr_write_all``).
+  where QEMU retries a write until it fits (``qemu_chr_write_all``), and
+  :func:`qemu_poll_fds` for several (a listener's sockets, ``wait=on``).
 * :func:`qemu_close_fds` -- close fds collected under a lock, after dropping it.
 * :class:`FdHangupNotifier` -- an fd that becomes readable when a watched fd
   hangs up, whatever data is queued on it.  glib lets QEMU watch ``G_IO_HUP``
@@ -63,10 +64,36 @@ def qemu_poll_fd(fd: int, events: int, timeout: Optional[float] = None) -> int:
 
     ``timeout`` is in seconds, None for ever; 0 is returned when it expires.
     """
-    poller = select.poll()
-    poller.register(fd, events)
-    ready = poller.poll(None if timeout is None else timeout * 1000)
+    ready = qemu_poll_fds([fd], events, timeout)
     return ready[0][1] if ready else 0
+
+
+def qemu_poll_fds(
+    fds: Iterable[int], events: int, timeout: Optional[float] = None
+) -> list[tuple[int, int]]:
+    """Wait until one of ``fds`` has one of ``events``; the (fd, revents) ready.
+
+    An empty list means ``timeout`` (seconds, None for ever) expired.  A
+    listener with a socket per address (net_listener) waits on all of them.
+    """
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, events)
+    return poller.poll(None if timeout is None else timeout * 1000)
+
+
+def qemu_get_pid_name(pid: int) -> Optional[str]:
+    """The program of process ``pid``: its ``/proc/PID/cmdline`` up to the first NUL.
+
+    None if the process is gone or unreadable (QEMU then says
+    ``<unknown process>``).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 class FdHangupNotifier:

@@ -6,7 +6,7 @@ enabling is by glob pattern (``-trace enable=monitor_*``).  Two backends:
 ``log`` writes a line to stderr (or a file) with pid, time and thread name, as
 QEMU's log backend does; ``memory`` keeps :class:`TraceRecord` objects for
 tests and tools (timelines, Perfetto export).  Other backends (the Chrome
-trace-event JSON file and the record file of util/trace_chrome.py) attach as
+trace-event JSON file and the record file of util/trace_output.py) attach as
 *sinks*: callables handed every emitted record, in emission order, under the
 backend lock.  Runs in any thread.
 """
@@ -145,7 +145,7 @@ def trace_memory_stop() -> list[TraceRecord]:
 
 
 def trace_sink_add(sink: Callable[[TraceRecord], None]) -> None:
-    """Hand every emitted record to ``sink`` too (file backends in util/trace_chrome.py).
+    """Hand every emitted record to ``sink`` too (file backends in util/trace_output.py).
 
     The sink runs under the backend lock, so records reach it one at a time in
     the order they were emitted; it must not emit trace events itself.

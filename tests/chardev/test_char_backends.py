@@ -10,19 +10,16 @@ import textwrap
 
 import pytest
 
-from chardev.char import (
-    CHR_EVENT_CLOSED,
-    CHR_EVENT_OPENED,
+from chardev.char import CHR_EVENT_CLOSED, CHR_EVENT_OPENED, qemu_chr_find, qemu_chr_help_text
+from chardev.char_fe import G_IO_OUT, qemu_chr_fe_add_watch, qemu_chr_fe_write
+from chardev.char_mux import MuxChardev
+from chardev.char_opts import (
     qemu_chardev_opts,
-    qemu_chr_find,
-    qemu_chr_help_text,
     qemu_chr_new,
     qemu_chr_new_from_opts,
     qemu_chr_parse_compat,
     qemu_chr_parse_opts,
 )
-from chardev.char_fe import G_IO_OUT, qemu_chr_fe_add_watch, qemu_chr_fe_write
-from chardev.char_mux import MuxChardev
 from chardev.char_qmp import qmp_chardev_add, qmp_query_chardev, qmp_ringbuf_read
 from qapi.error import QapiError
 from tests.chardev.conftest import Frontend, run_until
@@ -259,7 +256,8 @@ STDIO_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {repo!r})
-    from chardev.char import qemu_chardev_opts, qemu_chr_cleanup, qemu_chr_new_from_opts
+    from chardev.char import qemu_chr_cleanup
+    from chardev.char_opts import qemu_chardev_opts, qemu_chr_new_from_opts
     from chardev.char_fe import qemu_chr_fe_write
     from qapi.error import QapiError
     from tests.chardev.conftest import Frontend, run_until

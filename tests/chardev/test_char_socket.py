@@ -19,9 +19,7 @@ from chardev.char import (
     QEMU_CHAR_FEATURE_GCONTEXT,
     QEMU_CHAR_FEATURE_RECONNECTABLE,
     qemu_chardev_new,
-    qemu_chardev_opts,
     qemu_chr_find,
-    qemu_chr_new_from_opts,
 )
 from chardev.char_fe import (
     G_IO_HUP,
@@ -35,6 +33,7 @@ from chardev.char_fe import (
     qemu_chr_fe_set_handlers,
     qemu_chr_fe_write,
 )
+from chardev.char_opts import qemu_chardev_opts, qemu_chr_new_from_opts
 from chardev.char_qmp import qmp_chardev_add, qmp_chardev_remove, qmp_query_chardev
 from chardev.char_socket import TELNET_INIT, TN3270_INIT, SocketChardev
 from tests.chardev.conftest import Frontend, in_thread, run_iterations, run_until

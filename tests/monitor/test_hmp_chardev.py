@@ -17,13 +17,9 @@ from typing import Callable
 
 import pytest
 
-from chardev.char import (
-    qemu_chardev_opts,
-    qemu_chr_cleanup,
-    qemu_chr_new,
-    qemu_chr_new_from_opts,
-)
+from chardev.char import qemu_chr_cleanup
 from chardev.char_mux import resume_mux_open, suspend_mux_open
+from chardev.char_opts import qemu_chardev_opts, qemu_chr_new, qemu_chr_new_from_opts
 from chardev.char_pair import qemu_chr_new_pair
 from monitor.hmp import monitor_init_hmp
 from monitor.monitor_internal import MonitorGlobals, MonitorHMP

@@ -20,8 +20,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from chardev.char import qemu_chardev_opts, qemu_chr_cleanup, qemu_chr_new, qemu_chr_new_from_opts
+from chardev.char import qemu_chr_cleanup
 from chardev.char_mux import resume_mux_open, suspend_mux_open
+from chardev.char_opts import qemu_chardev_opts, qemu_chr_new, qemu_chr_new_from_opts
 from monitor.hmp import monitor_init_hmp
 from tests.integration.harness import QEMU_BINARY, QMPLine, launched, target_program
 from tests.monitor.test_hmp import hmp_globals

@@ -31,6 +31,7 @@ from tests.integration.harness import (
     launched,
     target_program,
 )
+from util.osdep import qemu_get_pid_name
 
 QUERY_STATUS_RUNNING = {"status": "running", "singlestep": False, "running": True}
 
@@ -73,8 +74,9 @@ def test_sigterm(inst: Instance) -> None:
         ("SHUTDOWN", {"guest": False, "reason": "host-signal"})
     ]
     assert inst.wait_exit() == 0
-    # QEMU adds " from pid N (program)", which a Python signal handler cannot know
-    assert re.search(r": terminating on signal 15\b", inst.stderr_text()), inst.stderr_text()
+    # as QEMU: the sender's pid and program (/proc/PID/cmdline up to the first NUL)
+    sender = f"from pid {os.getpid()} ({qemu_get_pid_name(os.getpid())})"
+    assert f": terminating on signal 15 {sender}\n" in inst.stderr_text(), inst.stderr_text()
     assert "lock-order violation" not in inst.stderr_text()
 
 

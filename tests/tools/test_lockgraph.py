@@ -12,7 +12,7 @@ from tools.trace.lockgraph import format_dot, format_text, graph_from_lockdep, g
 from util.main_loop import MainLoop
 from util.thread import QemuMutex
 from util.trace import TraceRecord
-from util.trace_chrome import write_record_file
+from util.trace_output import write_record_file
 
 EXPECTED = {
     ("BQL", "monitor_lock"),  # the dispatcher pops under monitor_lock, holding the BQL

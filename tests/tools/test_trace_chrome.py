@@ -1,6 +1,6 @@
 """The Chrome/Perfetto export: valid, structurally right, faithful to the run.
 
-Structure is checked twice: by :func:`util.trace_chrome.check_chrome_trace`
+Structure is checked twice: by :func:`tools.trace.chrome.check_chrome_trace`
 (which the tools use) and, for the essentials, by the independent checks
 here, so a bug in the checker cannot hide a bug in the exporter.
 """
@@ -17,8 +17,10 @@ import pytest
 
 from tests.tools.conftest import load_json
 from tools.trace import to_chrome
+from tools.trace.chrome import check_chrome_trace, chrome_trace
 from tools.trace.records import load_records, parse_log, parse_log_args
 from tools.trace.scenarios import emulator
+from tools.trace.timeline_builder import build_timeline
 from util.coroutine import qemu_coroutine_create, qemu_coroutine_enter, qemu_coroutine_yield
 from util.main_loop import MainLoop
 from util.thread import QemuMutex
@@ -31,14 +33,7 @@ from util.trace import (
     trace_memory_start,
     trace_memory_stop,
 )
-from util.trace_chrome import (
-    build_timeline,
-    check_chrome_trace,
-    chrome_trace,
-    json_safe,
-    read_record_file,
-    write_record_file,
-)
+from util.trace_output import json_safe, read_record_file, write_record_file
 
 # ---------------------------------------------------------------- independent checks
 

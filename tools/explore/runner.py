@@ -64,7 +64,7 @@ def _child(spec: dict[str, Any], wfd: int) -> None:
             if hasattr(strategy, name):
                 out[name] = getattr(strategy, name)
         if reason is not None and trace:
-            from util.trace_chrome import trace_output_close
+            from util.trace_output import trace_output_close
 
             trace_output_close()
         data = json.dumps(out).encode()

@@ -2,7 +2,7 @@
 
 Three inputs, told apart by their first line:
 
-* a record file (``-trace file=NAME.jsonl``, or :func:`util.trace_chrome.write_record_file`
+* a record file (``-trace file=NAME.jsonl``, or :func:`util.trace_output.write_record_file`
   on ``trace_memory_stop()``'s list): lossless, nanoseconds, thread ids;
 * the log backend's text (``-trace file=NAME.log``, or stderr):
   ``PID@SECONDS.MICROS:EVENT [THREAD] arg=repr arg=repr``.  Lines that are not
@@ -24,7 +24,7 @@ import re
 from typing import Any, Optional
 
 from util.trace import TraceRecord
-from util.trace_chrome import RECORD_FORMAT, read_record_file
+from util.trace_output import RECORD_FORMAT, read_record_file
 
 LOG_LINE = re.compile(r"^(\d+)@(\d+)\.(\d{6}):([A-Za-z_][\w.]*) \[(.*?)\] ?(.*)$")
 _ARG_START = re.compile(r"(?:^| )([A-Za-z_]\w*)=")

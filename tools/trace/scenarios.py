@@ -59,15 +59,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from tools.trace.chrome import write_chrome_trace
+from tools.trace.timeline_builder import build_timeline
+from tools.trace.timeline_model import Timeline
 from util.trace import TraceRecord
-from util.trace_chrome import (
-    RECORD_FORMAT,
-    Timeline,
-    build_timeline,
-    read_record_file,
-    record_from_json,
-    write_chrome_trace,
-)
+from util.trace_output import RECORD_FORMAT, read_record_file, record_from_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 15.0

@@ -6,7 +6,7 @@ Usage::
         [--from MS] [--to MS] [--request ID] [--title TEXT] [--no-locks]
 
 The picture is the same model as the Perfetto export
-(:func:`util.trace_chrome.build_timeline`): one row per thread, per thread's
+(:func:`tools.trace.timeline_builder.build_timeline`): one row per thread, per thread's
 locks and per coroutine (extra rows where spans overlap), slices stacked by
 nesting depth, instants as markers, each request's steps joined by arrows,
 and the per-monitor counters (queue length, suspend count) as step plots.
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tools.trace.records import load_records
-from util.trace_chrome import Instant, Slice, Timeline, Track, build_timeline
+from tools.trace.timeline_builder import build_timeline
+from tools.trace.timeline_model import Instant, Slice, Timeline, Track
 
 #: slice colours by what they show (legend order)
 STYLE: dict[str, tuple[str, str]] = {

@@ -19,8 +19,9 @@ import os
 import sys
 from typing import Optional
 
+from tools.trace.chrome import check_chrome_trace, chrome_trace
 from tools.trace.records import load_records
-from util.trace_chrome import build_timeline, check_chrome_trace, chrome_trace
+from tools.trace.timeline_builder import build_timeline
 
 
 def main(argv: Optional[list[str]] = None) -> int:
