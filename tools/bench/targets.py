@@ -35,7 +35,7 @@ LAUNCH_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Target:
-    key: str  # "qemu", "emu", "floor"
+    key: str  # "qemu", "emu", "base" (the emulator of --emu-base), "floor"
     label: str
     program: tuple[str, ...]
     #: prepended to PYTHONPATH (the emulator's source tree)
@@ -50,6 +50,11 @@ def qemu_target(binary: str) -> Optional[Target]:
 def emu_target(root: Path = REPO_ROOT) -> Target:
     """``python -m system`` from *root* (default: this checkout)."""
     return Target("emu", "emulator", (sys.executable, "-m", "system"), root)
+
+
+def base_target(root: Path) -> Target:
+    """The emulator of another tree (``--emu-base``), measured beside ``emu`` in the same run."""
+    return Target("base", "emulator (base)", (sys.executable, "-m", "system"), root)
 
 
 def floor_target() -> Target:

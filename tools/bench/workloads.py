@@ -220,7 +220,7 @@ class OobWhileBlocked(Workload):
         blocker: Blocker
         if inst.target.key == "qemu":
             blocker = FifoBlocker(inst)
-        elif inst.target.key == "emu":
+        elif inst.target.key in ("emu", "base"):
             blocker = OobTestBlocker()
         else:
             blocker = Blocker()
