@@ -38,6 +38,7 @@ from tools.bench.targets import (
     base_target,
     emu_target,
     floor_target,
+    handoff_target,
     qemu_target,
     remove_pycache,
 )
@@ -160,7 +161,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="another tree's emulator, alternated with --emu-root's in the same run; "
         "prints emulator vs base per workload (the cost of what the newer tree added)",
     )
-    p.add_argument("--no-floor", action="store_true", help="skip the Python echo-server floor")
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the Python echo-server floors (both)"
+    )
     p.add_argument("--profile", action="store_true", help="profile the emulator (1, 2, 6)")
     p.add_argument("--profile-dir", default=None, help="where --profile keeps .prof files")
     return p.parse_args(argv)
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     base = base_target(Path(args.emu_base)) if args.emu_base else None
     targets = [t for t in (qemu, emu, base) if t is not None]
     if not args.no_floor:
-        targets.append(floor_target())
+        targets += [floor_target(), handoff_target()]
     rounds = 1 if args.quick else args.rounds
     workloads = all_workloads(0.1 if args.quick else 1.0)
     if args.only:
@@ -205,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{r.metric.title:50} QEMU {fmt(r.median('qemu')):>8} "
                 f"emu {fmt(r.median('emu')):>8} floor {fmt(r.median('floor')):>8} "
+                f"hand-off {fmt(r.median('handoff')):>8} "
                 f"{r.metric.unit:10} emu/QEMU {fmt_ratio(r.ratio()):>7}  "
                 + (f"base {fmt(r.median('base')):>8} emu/base {base_cost(r)}  " if base else "")
                 + f"({time.monotonic() - t0:.0f}s)",
