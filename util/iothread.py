@@ -18,7 +18,8 @@ from util.aio import (
     aio_poll,
     qemu_set_current_aio_context,
 )
-from util.atomic import QAtomic, qatomic_read, qatomic_set
+from util.atomic import QAtomic, qatomic_set
+from util.sched import SCHED, sched_point
 from util.thread import QemuEvent, QemuThread, qemu_get_thread_id, qemu_thread_create
 
 
@@ -60,8 +61,13 @@ def iothread_run(iothread: IOThread) -> None:
     qemu_set_current_aio_context(iothread.ctx)
     iothread.state = IOThreadState.RUNNING
     iothread._started.set()
-    while qatomic_read(iothread.running):
-        aio_poll(iothread.ctx, True)
+    running, ctx = iothread.running, iothread.ctx
+    while True:
+        if SCHED.active:  # qatomic_read(iothread.running) inlined: once per pass
+            sched_point("qatomic_read", running)
+        if not running.value:
+            break
+        aio_poll(ctx, True)
     qemu_set_current_aio_context(None)
 
 

@@ -11,16 +11,28 @@ connected client, so the event fan-out workload runs against it too.  No
 queue, no dispatcher, no threads, no validation: what is left is the cost of
 the interpreter, ``json`` and the socket calls, i.e. the best the emulator
 could hope for.  Everything else on the command line is ignored.
+
+``floor.py --handoff ARGV...`` is the *hand-off floor*: the same server with
+exactly one thread hand-off per request, as QEMU's split between the monitor
+I/O thread and the main thread needs.  The reader thread (the selector loop)
+parses each request and passes it to a worker thread through
+``queue.SimpleQueue`` (a C-implemented lock hand-off, the cheapest primitive
+Python has: one futex wake per request), and the worker builds and writes the
+reply (and the events).  It is the least any design that keeps QEMU's threads
+can cost.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import select
 import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Optional
 
@@ -148,6 +160,59 @@ class Floor:
         self.write(conn, data)
 
 
+class HandoffFloor(Floor):
+    """The floor with one hand-off per request: reader thread -> worker thread."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(paths)
+        self.requests: queue.SimpleQueue[tuple[Conn, Any]] = queue.SimpleQueue()
+        threading.Thread(target=self.worker, name="worker", daemon=True).start()
+
+    def read(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except ConnectionError:
+            data = b""
+        if not data:
+            self.requests.put((conn, None))  # the worker closes it, after its replies
+            self.sel.unregister(conn.sock)
+            return
+        text = (conn.inbuf + data).decode("utf-8", "replace")
+        pos, end = 0, len(text)
+        while True:  # bounded: pos grows with every message
+            while pos < end and text[pos] in " \t\r\n":
+                pos += 1
+            if pos == end:
+                break
+            try:
+                req, pos = DECODER.raw_decode(text, pos)
+            except ValueError:
+                break
+            self.requests.put((conn, req))
+        rest = text[pos:].encode()
+        conn.inbuf = rest if len(rest) < MAX_PENDING else b""
+
+    def worker(self) -> None:
+        get = self.requests.get
+        while True:
+            conn, req = get()
+            if req is None:
+                del self.conns[conn.sock.fileno()]
+                conn.sock.close()
+            else:
+                self.write(conn, self.handle(req))
+
+    def write(self, conn: Conn, data: bytes) -> None:
+        """Blocking write from the worker (the greeting: from the reader, before any request)."""
+        while data:
+            try:
+                data = data[conn.sock.send(data) :]
+            except BlockingIOError:
+                select.select([], [conn.sock], [], 10.0)
+            except OSError:
+                return
+
+
 def socket_paths(argv: list[str]) -> list[str]:
     """The UNIX socket paths of ``-chardev socket,path=`` and ``-qmp unix:``."""
     paths = []
@@ -164,11 +229,12 @@ def socket_paths(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    handoff = argv[:1] == ["--handoff"]
     paths = socket_paths(argv)
     if not paths:
         print("floor: no -chardev socket,path=... given", file=sys.stderr)
         return 1
-    Floor(paths).run()
+    (HandoffFloor if handoff else Floor)(paths).run()
     return 0
 
 

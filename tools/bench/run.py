@@ -35,8 +35,10 @@ from tools.bench.report import (
 from tools.bench.targets import (
     REPO_ROOT,
     Target,
+    base_target,
     emu_target,
     floor_target,
+    handoff_target,
     qemu_target,
     remove_pycache,
 )
@@ -81,6 +83,12 @@ def run_workload(wl: Workload, targets: list[Target], rounds: int) -> list[Resul
             except Exception as e:
                 print(f"  {key}: teardown failed: {e!r}", file=sys.stderr)
     return results
+
+
+def base_cost(r: Result) -> str:
+    """The emulator's extra cost against the base tree, in percent (positive: slower)."""
+    ratio = r.ratio(other="base", this="emu")
+    return "n/a" if ratio is None else f"{(1 / ratio - 1) * 100:+.1f}%"
 
 
 def emulator_source(root: Path) -> str:
@@ -147,7 +155,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=str(REPO_ROOT),
         help="source tree whose emulator to run (default: this checkout)",
     )
-    p.add_argument("--no-floor", action="store_true", help="skip the Python echo-server floor")
+    p.add_argument(
+        "--emu-base",
+        default=None,
+        help="another tree's emulator, alternated with --emu-root's in the same run; "
+        "prints emulator vs base per workload (the cost of what the newer tree added)",
+    )
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the Python echo-server floors (both)"
+    )
     p.add_argument("--profile", action="store_true", help="profile the emulator (1, 2, 6)")
     p.add_argument("--profile-dir", default=None, help="where --profile keeps .prof files")
     return p.parse_args(argv)
@@ -174,9 +190,10 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"`{args.qemu}` is not installed: QEMU skipped, ratios and targets n/a.")
         print(f"NOTE: {notes[-1]}")
     emu = emu_target(Path(args.emu_root))
-    targets = [t for t in (qemu, emu) if t is not None]
+    base = base_target(Path(args.emu_base)) if args.emu_base else None
+    targets = [t for t in (qemu, emu, base) if t is not None]
     if not args.no_floor:
-        targets.append(floor_target())
+        targets += [floor_target(), handoff_target()]
     rounds = 1 if args.quick else args.rounds
     workloads = all_workloads(0.1 if args.quick else 1.0)
     if args.only:
@@ -191,8 +208,10 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{r.metric.title:50} QEMU {fmt(r.median('qemu')):>8} "
                 f"emu {fmt(r.median('emu')):>8} floor {fmt(r.median('floor')):>8} "
+                f"hand-off {fmt(r.median('handoff')):>8} "
                 f"{r.metric.unit:10} emu/QEMU {fmt_ratio(r.ratio()):>7}  "
-                f"({time.monotonic() - t0:.0f}s)",
+                + (f"base {fmt(r.median('base')):>8} emu/base {base_cost(r)}  " if base else "")
+                + f"({time.monotonic() - t0:.0f}s)",
                 flush=True,
             )
     checks = all_checks({r.metric.key: r for r in results})

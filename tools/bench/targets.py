@@ -35,7 +35,7 @@ LAUNCH_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Target:
-    key: str  # "qemu", "emu", "floor"
+    key: str  # "qemu", "emu", "base" (the emulator of --emu-base), "floor", "handoff"
     label: str
     program: tuple[str, ...]
     #: prepended to PYTHONPATH (the emulator's source tree)
@@ -52,8 +52,18 @@ def emu_target(root: Path = REPO_ROOT) -> Target:
     return Target("emu", "emulator", (sys.executable, "-m", "system"), root)
 
 
+def base_target(root: Path) -> Target:
+    """The emulator of another tree (``--emu-base``), measured beside ``emu`` in the same run."""
+    return Target("base", "emulator (base)", (sys.executable, "-m", "system"), root)
+
+
 def floor_target() -> Target:
     return Target("floor", "floor", (sys.executable, str(FLOOR_SCRIPT)))
+
+
+def handoff_target() -> Target:
+    """The hand-off floor: the floor with one reader-to-worker thread hand-off per request."""
+    return Target("handoff", "hand-off floor", (sys.executable, str(FLOOR_SCRIPT), "--handoff"))
 
 
 def monitor_args(tmpdir: str, n_monitors: int) -> tuple[list[str], list[str]]:

@@ -220,7 +220,7 @@ class OobWhileBlocked(Workload):
         blocker: Blocker
         if inst.target.key == "qemu":
             blocker = FifoBlocker(inst)
-        elif inst.target.key == "emu":
+        elif inst.target.key in ("emu", "base"):
             blocker = OobTestBlocker()
         else:
             blocker = Blocker()
@@ -357,6 +357,42 @@ class FanOut(Connected):
         return (fan_out(state.clients, state.extra, self.count(100)),)
 
 
+def whole_cycle_once(clients: list[QMPRaw], cmd: str, event: str) -> float:
+    """*cmd* on client 0, its reply, then *event* read on each client in turn (seconds)."""
+    end = time.monotonic() + DEADLINE
+    t0 = time.perf_counter()
+    clients[0].send(b'{"execute": "%s", "id": "cycle"}\n' % cmd.encode())
+    if "return" not in clients[0].recv_reply("cycle", end):
+        raise AssertionError(f"{cmd} failed")
+    for client in clients:
+        while not any(e.get("event") == event for e in client.events):
+            msg = client.recv_msg(end)
+            if "event" not in msg:
+                raise AssertionError(f"{cmd}: unexpected {msg!r}")
+            client.events.append(msg)
+        client.events.clear()
+    return time.perf_counter() - t0
+
+
+class WholeCycle(Connected):
+    """9: the whole stop/cont cycle as a sequential client sees it (16 monitors).
+
+    Unlike 6, which selects on all sockets at once, the client sends the
+    command, waits for its reply, then reads the event on monitor 0, 1, ...
+    15 in turn with blocking reads: what a test driving 16 monitors does.
+    """
+
+    n_monitors = 16
+    metrics = (latency("9", "9. whole stop/cont cycle, 16 monitors"),)
+
+    def measure(self, state: Session) -> tuple[float, ...]:
+        n = self.count(100)
+        total = 0.0
+        for k in range(n + n % 2):
+            total += whole_cycle_once(state.clients, *(("stop", "STOP"), ("cont", "RESUME"))[k % 2])
+        return (total / (n + n % 2) * 1e6,)
+
+
 class Scaling(Connected):
     """7: fan-out and round-trip at N monitors (N-1 idle but negotiated)."""
 
@@ -444,6 +480,7 @@ def all_workloads(scale: float) -> list[Workload]:
         QMPClientSequential(scale),
         ConnectCycle(scale),
         FanOut(scale),
+        WholeCycle(scale),
         *(Scaling(scale, n) for n in Scaling.SIZES),
         StartToGreeting(scale),
         Memory(scale),
